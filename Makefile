@@ -1,0 +1,73 @@
+# The two commands: `make test` and `make demo` (see README.md).
+# Both install what they need on a fresh Debian 12 machine.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON ?= python3
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+# The demo's published ports, on 127.0.0.1 only.
+DEMO_HTTPS_PORT ?= 8443
+DEMO_GLOBUS_PORT ?= 9443
+COLLECTION_LINK := .collections/ansible_collections/hpcgateway/jupyterhub
+
+.PHONY: test demo demo-down host venv images lint unit molecule clean help
+
+help:
+	@echo "make test       install, lint, unit tests, molecule (the whole gateway on the test bed)"
+	@echo "make demo       install, build images, start the demo and run site.yml -i inventories/demo"
+	@echo "make demo-down  remove the demo containers"
+
+test:
+	@rm -f .testbed/timings
+	@tests/timed host $(MAKE) --no-print-directory host
+	@tests/timed venv $(MAKE) --no-print-directory venv
+	@tests/timed images $(MAKE) --no-print-directory images
+	@tests/timed lint $(MAKE) --no-print-directory lint
+	@tests/timed unit $(MAKE) --no-print-directory unit
+	@tests/timed molecule $(MAKE) --no-print-directory molecule; rc=$$?; \
+	  echo; echo "== make test timings"; cat .testbed/timings; \
+	  awk '{ s += $$2 } END { printf "total      %7.1f s\n", s }' .testbed/timings; exit $$rc
+
+host:
+	tests/testbed/host-setup.sh
+
+venv: $(VENV)/.installed $(COLLECTION_LINK)
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+# The repo is the collection hpcgateway.jupyterhub: make it findable by that name.
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
+
+images:
+	tests/testbed/build-images.sh
+
+lint: venv
+	yamllint --strict .
+	ansible-lint
+
+unit: venv
+	pytest -q tests/unit
+
+molecule: venv images
+	molecule test
+
+demo: host venv images
+	ansible-playbook tests/testbed/up.yml -e testbed_name=demo \
+	  -e testbed_publish_hub_https=127.0.0.1:$(DEMO_HTTPS_PORT) -e testbed_publish_globus=127.0.0.1:$(DEMO_GLOBUS_PORT)
+	ansible-playbook -i inventories/demo tests/testbed/prepare.yml -e testbed_name=demo
+	ansible-playbook -i inventories/demo site.yml
+	@tests/testbed/demo-banner $(DEMO_HTTPS_PORT)
+
+demo-down: venv
+	ansible-playbook tests/testbed/down.yml -e testbed_name=demo
+
+clean: demo-down
+	ansible-playbook tests/testbed/down.yml -e testbed_name=molecule
+	rm -rf .testbed .collections
