@@ -11,7 +11,7 @@ DEMO_HTTPS_PORT ?= 8443
 DEMO_GLOBUS_PORT ?= 9443
 COLLECTION_LINK := .collections/ansible_collections/hpcgateway/jupyterhub
 
-.PHONY: test demo demo-down host venv images lint unit molecule clean help
+.PHONY: test demo demo-down host venv images lint unit setup-checks molecule clean help
 
 help:
 	@echo "make test       install, lint, unit tests, molecule (the whole gateway on the test bed)"
@@ -25,6 +25,7 @@ test:
 	@tests/timed images $(MAKE) --no-print-directory images
 	@tests/timed lint $(MAKE) --no-print-directory lint
 	@tests/timed unit $(MAKE) --no-print-directory unit
+	@tests/timed setup $(MAKE) --no-print-directory setup-checks
 	@tests/timed molecule $(MAKE) --no-print-directory molecule; rc=$$?; \
 	  echo; echo "== make test timings"; cat .testbed/timings; \
 	  awk '{ s += $$2 } END { printf "total      %7.1f s\n", s }' .testbed/timings; exit $$rc
@@ -54,6 +55,10 @@ lint: venv
 
 unit: venv
 	pytest -q tests/unit
+
+# Bad setup (no docker, no disk, a port taken, leftovers) against the real engine.
+setup-checks: venv images
+	pytest -q tests/setup
 
 molecule: venv images
 	molecule test
