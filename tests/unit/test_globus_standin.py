@@ -293,10 +293,10 @@ def test_groups_my_groups(standin_sdk_env):
 # 4. GlobusOAuthenticator (oauthenticator 17.4) as JupyterHub drives it
 
 
-def make_authenticator(standin, **overrides):
+def make_authenticator(standin, cls=GlobusOAuthenticator, **overrides):
     hub = standin.clients["hub"]
     c = Config()
-    a = c.GlobusOAuthenticator
+    a = c[cls.__name__]
     a.client_id = hub["id"]
     a.client_secret = hub["secret"]
     a.oauth_callback_url = HUB_CALLBACK
@@ -311,7 +311,7 @@ def make_authenticator(standin, **overrides):
     a.identity_provider = "uchicago.edu"
     for key, value in overrides.items():
         setattr(a, key, value)
-    return GlobusOAuthenticator(config=c)
+    return cls(config=c)
 
 
 async def hub_login(standin, authenticator, username):
