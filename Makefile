@@ -6,6 +6,8 @@ PYTHON ?= python3
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+# Where the test beds keep their made-once material (read by the test inventories).
+export HPCGW_TESTBED_DIR := $(CURDIR)/.testbed
 # The demo's published ports, on 127.0.0.1 only.
 DEMO_HTTPS_PORT ?= 8443
 DEMO_GLOBUS_PORT ?= 9443
@@ -51,6 +53,7 @@ images:
 
 lint: venv
 	yamllint --strict .
+	ruff check .
 	ansible-lint
 
 unit: venv

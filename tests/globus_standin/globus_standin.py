@@ -42,7 +42,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import jwt
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 AUTH_RS = "auth.globus.org"
@@ -547,7 +547,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             n = int(length or 0)
         except ValueError:
-            raise OAuthError(400, "invalid_request", "bad Content-Length")
+            raise OAuthError(400, "invalid_request", "bad Content-Length") from None
         if n > MAX_BODY:
             raise OAuthError(413, "invalid_request", "body too large")
         raw = self.rfile.read(n) if n else b""
@@ -573,7 +573,7 @@ class Handler(BaseHTTPRequestHandler):
                 decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
                 client_id, _, secret = decoded.partition(":")
             except Exception:
-                raise bad
+                raise bad from None
             candidates = [(client_id, secret), (unquote(client_id), unquote(secret))]
         elif "client_secret" in form:
             candidates = [(form.get("client_id", ""), form["client_secret"])]
@@ -658,7 +658,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             params = self.query()
         except OAuthError as err:
-            raise PageError(400, err.description)
+            raise PageError(400, err.description) from None
         client, redirect_uri = self.check_client_redirect(params)
         state = params.get("state")
 
@@ -721,7 +721,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             form = self.read_form()
         except OAuthError as err:
-            raise PageError(400, err.description)
+            raise PageError(400, err.description) from None
         st = self.state
         with st.lock:
             pending = st.pending.get(form.get("form_token") or "")
@@ -938,7 +938,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             since = int(params.get("since") or 0)
         except ValueError:
-            raise OAuthError(400, "invalid_request", "since must be an integer")
+            raise OAuthError(400, "invalid_request", "since must be an integer") from None
         with self.state.lock:
             events = [e for e in self.state.events if e["seq"] > since]
         self.send_json(200, events)
@@ -967,7 +967,7 @@ def parse_listen(value):
     try:
         return host, int(port)
     except ValueError:
-        raise argparse.ArgumentTypeError("--listen wants HOST:PORT")
+        raise argparse.ArgumentTypeError("--listen wants HOST:PORT") from None
 
 
 def load_key(path):

@@ -1,0 +1,25 @@
+"""A wrong or missing setting fails site.yml before any change, with a
+message naming the variable; the hosts are left as they were."""
+
+import pytest
+
+CASES = [
+    pytest.param(["-e", "globus_auth_client_secret="], "globus_auth_client_secret", id="missing-globus-secret"),
+    pytest.param(["-e", "globus_auth_client_secret=not-the-secret"], "refused the client credentials", id="wrong-globus-secret"),
+    pytest.param(["-e", "globus_auth_client_id=hub-client"], "globus_auth_client_id", id="globus-id-not-a-uuid"),
+    pytest.param(["-e", '{"globus_auth_allowed_groups": ["admins"]}'], "globus_auth_allowed_groups", id="group-not-a-uuid"),
+    pytest.param(["-e", "nginx_letsencrypt_email="], "nginx_letsencrypt_email", id="letsencrypt-without-email"),
+    pytest.param(["-e", "nginx_server_name=https://hub"], "nginx_server_name", id="invalid-hostname"),
+    pytest.param(["-e", "jupyterhub_version=5.5.3"], "jupyterhub_allow_upgrade", id="unplanned-upgrade"),
+    pytest.param(["-e", "jupyterhub_idle_culler_interval=7200"], "jupyterhub_idle_culler_interval", id="culler-interval"),
+]
+
+
+@pytest.mark.parametrize("extra, named", CASES)
+def test_bad_setting_fails_before_any_change(run_playbook, extra, named):
+    run = run_playbook("site.yml", *extra)
+    assert run.returncode != 0
+    assert named in run.output, run.output[-3000:]
+    assert "Traceback" not in run.output
+    for host in ("hub.gateway.test", "login.cluster.test"):
+        assert run.recap(host)["changed"] == 0, run.output[-3000:]

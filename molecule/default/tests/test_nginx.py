@@ -1,0 +1,261 @@
+"""NGINX in front of JupyterHub (role hpcgateway.jupyterhub.nginx), seen as
+the internet sees it: every TLS client here trusts ONLY pebble's issuing root
+of this run and checks the certificate for the hub's public name.
+
+The role runs in Let's Encrypt mode against the test bed's pebble (see
+molecule/default/inventory/host_vars/hub.gateway.test/nginx.yml), so the
+certificate exists only if pebble's validation authority really fetched the
+HTTP-01 answer from the hub's NGINX.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pathlib
+import re
+import secrets
+import socket
+import ssl
+import time
+
+import pytest
+from cryptography import x509
+
+REPO = pathlib.Path(__file__).resolve().parents[3]
+LIVE = "/etc/letsencrypt/live/jupyterhub"
+ACME_WEBROOT = "/var/www/acme"
+NGINX_FILES = ("/etc/nginx/sites-available/jupyterhub", "/etc/nginx/conf.d/hpcgateway.conf")
+HSTS = "max-age=63072000"
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pebble_root(testbed, testbed_dns) -> str:
+    """Pebble's issuing root of this run (it changes at every pebble start)."""
+    ctx = ssl.create_default_context(cafile=str(testbed.ca_cert))  # pebble's own listener
+    conn = http.client.HTTPSConnection(testbed.acme_name, 15000, context=ctx, timeout=10)
+    conn.request("GET", "/roots/0")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    return resp.read().decode()
+
+
+def pebble_only(root_pem: str) -> ssl.SSLContext:
+    """A client that trusts pebble's root and nothing else, and checks the name."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + check_hostname, no system CAs
+    ctx.load_verify_locations(cadata=root_pem)
+    return ctx
+
+
+def handshake(name: str, ctx: ssl.SSLContext) -> tuple[x509.Certificate, str, str]:
+    """(served leaf certificate, TLS version, cipher) of a fresh connection to name:443."""
+    with socket.create_connection((name, 443), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as tls:
+            der = tls.getpeercert(binary_form=True)
+            return x509.load_der_x509_certificate(der), tls.version(), tls.cipher()[0]
+
+
+def get(name: str, path: str, ctx: ssl.SSLContext | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+    """One GET, no redirects followed; HTTPS when ctx is given."""
+    if ctx is None:
+        conn = http.client.HTTPConnection(name, 80, timeout=10)
+    else:
+        conn = http.client.HTTPSConnection(name, 443, context=ctx, timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    return resp, resp.read()
+
+
+def hub_file(hub_host, path: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(hub_host.file(path).content)
+
+
+def nginx_files_digest(hub_host) -> dict[str, str]:
+    return {path: hub_host.file(path).sha256sum for path in NGINX_FILES}
+
+
+def run_role(run_playbook, tmp_path: pathlib.Path, extra_vars: dict):
+    """The role's validate entry point, then the role, on the hub (what
+    playbooks/preflight.yml and playbooks/hub.yml do), with -e overrides."""
+    playbook = tmp_path / "nginx.yml"
+    playbook.write_text(
+        "- name: The nginx role alone\n"
+        "  hosts: hub\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: Validate\n"
+        "      ansible.builtin.include_role: {name: hpcgateway.jupyterhub.nginx, tasks_from: validate}\n"
+        "    - name: Converge\n"
+        "      ansible.builtin.include_role: {name: hpcgateway.jupyterhub.nginx}\n"
+    )
+    return run_playbook(playbook, "-e", json.dumps(extra_vars), timeout=300)
+
+
+# --- 1. a real certificate from pebble, through HTTP-01 served by NGINX ---------
+
+
+def test_certificate_issued_by_pebble_through_http01(hub_host, testbed, testbed_dns, pebble_root):
+    # The served chain verifies for the hub's name against pebble's root alone.
+    leaf, _, _ = handshake(testbed.hub_name, pebble_only(pebble_root))
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [testbed.hub_name]
+    # ...it is certbot's certificate...
+    assert leaf.serial_number == hub_file(hub_host, f"{LIVE}/cert.pem").serial_number
+    # ...and pebble's validation authority fetched the HTTP-01 answer from NGINX.
+    access_log = hub_host.check_output("cat /var/log/nginx/access.log")
+    validation = re.compile(
+        rf'^{re.escape(testbed.address("services"))} \S+ \S+ \[[^]]+\] '
+        r'"GET /\.well-known/acme-challenge/[A-Za-z0-9_-]+ HTTP/1\.[01]" 200 .*"LetsEncrypt-Pebble-VA',
+        re.MULTILINE,
+    )
+    assert validation.search(access_log), access_log[-2000:]
+
+
+# --- 2. TLS 1.2 and 1.3 only ---------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["TLSv1.0", "TLSv1.1"])
+def test_old_tls_versions_are_refused_by_the_server(testbed, testbed_dns, version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    # Let this client really offer the old version (OpenSSL 3 refuses it at
+    # the default security level), so a refusal can only be the server's.
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    ctx.minimum_version = ctx.maximum_version = version
+    with pytest.raises(ssl.SSLError) as refused:
+        handshake(testbed.hub_name, ctx)
+    # The server's protocol_version alert, not a local "no protocols available".
+    assert "ALERT_PROTOCOL_VERSION" in str(refused.value), refused.value
+
+
+@pytest.mark.parametrize(
+    ("version", "name"), [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")], ids=["TLSv1.2", "TLSv1.3"]
+)
+def test_tls12_and_tls13_are_accepted(testbed, testbed_dns, pebble_root, version, name):
+    ctx = pebble_only(pebble_root)
+    ctx.minimum_version = ctx.maximum_version = version
+    _, negotiated, cipher = handshake(testbed.hub_name, ctx)
+    assert negotiated == name
+    if version == ssl.TLSVersion.TLSv1_2:
+        assert cipher.startswith("ECDHE-"), cipher  # forward secrecy only
+
+
+# --- 3. HSTS, redirect, ACME over HTTP, no version -------------------------------
+
+
+def test_https_responses_carry_hsts_and_no_version(testbed, testbed_dns, pebble_root):
+    # Whatever the upstream answers (a 502 while JupyterHub is not up yet).
+    resp, body = get(testbed.hub_name, "/hub/", pebble_only(pebble_root))
+    assert resp.getheader("Strict-Transport-Security") == HSTS
+    assert resp.getheader("Server") == "nginx"
+    assert not re.search(rb"nginx/\d", body)
+
+
+def test_plain_http_redirects_to_https_by_name(testbed, testbed_dns):
+    resp, body = get(testbed.hub_name, "/anything?x=1")
+    assert resp.status == 301
+    assert resp.getheader("Location") == f"https://{testbed.hub_name}/anything?x=1"
+    assert resp.getheader("Server") == "nginx"
+    assert not re.search(rb"nginx/\d", body)
+
+
+def test_acme_webroot_is_served_over_plain_http(hub_host, testbed, testbed_dns):
+    token = secrets.token_urlsafe(16)
+    answer = f"{ACME_WEBROOT}/.well-known/acme-challenge/{token}"
+    hub_host.run_expect([0], "mkdir -p %s && printf %s %s > %s", os.path.dirname(answer), token, token, answer)
+    try:
+        resp, body = get(testbed.hub_name, f"/.well-known/acme-challenge/{token}")
+        assert (resp.status, body) == (200, token.encode())
+        missing, _ = get(testbed.hub_name, "/.well-known/acme-challenge/no-such-token")
+        assert missing.status == 404  # served from the webroot, never redirected
+    finally:
+        hub_host.run("rm -f %s", answer)
+
+
+# --- 4. renewal without a manual step --------------------------------------------
+
+
+def test_certbot_timer_renews_with_the_sites_ca_bundle(hub_host):
+    timer = hub_host.service("certbot.timer")
+    assert timer.is_enabled and timer.is_running
+    bundle = hub_host.ansible.get_variables().get("nginx_acme_ca_bundle", "")
+    environment = hub_host.check_output("systemctl show certbot.service --property=Environment")
+    if bundle:
+        assert f"REQUESTS_CA_BUNDLE={bundle}" in environment
+    else:
+        assert "REQUESTS_CA_BUNDLE" not in environment
+
+
+def test_forced_renewal_is_served_with_no_other_step(hub_host, testbed, testbed_dns, pebble_root):
+    ctx = pebble_only(pebble_root)
+    before, _, _ = handshake(testbed.hub_name, ctx)
+    # What certbot.timer runs, forced: the saved renewal config and the deploy hook.
+    hub_host.run_expect([0], "certbot renew --force-renewal --no-random-sleep-on-renew")
+    renewed = hub_file(hub_host, f"{LIVE}/cert.pem")
+    assert renewed.serial_number != before.serial_number
+    deadline = time.monotonic() + 15  # the reload replaces workers gracefully
+    while True:
+        served, _, _ = handshake(testbed.hub_name, ctx)
+        if served.serial_number == renewed.serial_number or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert served.serial_number == renewed.serial_number
+
+
+# --- 5. a broken config is refused and rolled back -------------------------------
+
+
+def test_broken_extra_config_fails_and_keeps_the_old_site(run_playbook, tmp_path, hub_host, testbed, testbed_dns, pebble_root):
+    ctx = pebble_only(pebble_root)
+    files_before = nginx_files_digest(hub_host)
+    serving_before, _, _ = handshake(testbed.hub_name, ctx)
+
+    run = run_role(run_playbook, tmp_path, {"nginx_extra_server_config": "hpcgw_not_a_directive on;"})
+
+    out = run.output
+    assert run.returncode != 0, out
+    assert 'unknown directive "hpcgw_not_a_directive"' in out  # nginx's own message
+    assert "previous one was put back" in out
+    assert nginx_files_digest(hub_host) == files_before
+    assert hub_host.check_output("find /etc/nginx -name '*~'") == ""  # no backups left behind
+    hub_host.run_expect([0], "nginx -t")
+    assert hub_host.service("nginx").is_running
+    serving_after, _, _ = handshake(testbed.hub_name, ctx)
+    assert serving_after.serial_number == serving_before.serial_number
+    resp, _ = get(testbed.hub_name, "/hub/", ctx)
+    assert resp.getheader("Strict-Transport-Security") == HSTS
+
+
+# --- 6. bad input fails in validate.yml, before any change -----------------------
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "named"),
+    [
+        # (a missing email and a bad server name: test_bad_settings.py, through site.yml)
+        (
+            {"nginx_tls_mode": "provided", "nginx_tls_certificate_src": "/nonexistent/hub.crt",
+             "nginx_tls_key_src": "/nonexistent/hub.key"},
+            "nginx_tls_certificate_src",
+        ),
+        ({"nginx_tls_mode": "acme"}, "nginx_tls_mode"),  # the argument spec's choices
+    ],
+    ids=["provided-unreadable-cert", "unknown-tls-mode"],
+)
+def test_bad_input_fails_in_validation_naming_the_variable(run_playbook, tmp_path, hub_host, extra_vars, named):
+    files_before = nginx_files_digest(hub_host)
+
+    run = run_role(run_playbook, tmp_path, extra_vars)
+
+    out = run.output
+    assert run.returncode == 2, out
+    assert named in out[out.index("[ERROR]"):], out  # the failure names the variable
+    assert "TASK [Converge]" not in out  # it stopped in the validate entry point
+    assert re.search(r"hub\.gateway\.test\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=1", out), out
+    assert nginx_files_digest(hub_host) == files_before

@@ -1,0 +1,124 @@
+"""The hub's side of the gate: fixed commands to the cluster over one SSH connection.
+
+Every call is `ssh ... gateway@login <verb> [<digits or prefix>]`; the key is
+accepted on the cluster only with the forced command `hpcgw-gate`, which
+allows exactly `submit`, `status`, `cancel` and `list` (docs/spawning.md).
+Nothing here goes through a shell: argv lists only.
+
+One SSH master per hub process carries all calls (ControlMaster): a call then
+costs a round trip, not a new SSH handshake. The master is started on its own,
+detached from every pipe, so a call's output never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+JOB_ID = re.compile(r"^[0-9]+$")
+PREFIX = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@dataclass
+class GateResult:
+    returncode: int | None  # None: no answer in time
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass
+class Gate:
+    host: str
+    user: str
+    key: str
+    known_hosts: str
+    port: int = 22
+    control_path: str = "/run/jupyterhub/ssh-%C"
+    timeout: float = 20.0
+    connect_timeout: int = 10
+    _master_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    def ssh_argv(self) -> list[str]:
+        return [
+            "ssh", "-F", "none",
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "IdentitiesOnly=yes",
+            "-o", f"IdentityFile={self.key}",
+            "-o", f"ConnectTimeout={self.connect_timeout}",
+            "-o", "ServerAliveInterval=5",
+            "-o", "ServerAliveCountMax=3",
+            "-o", f"ControlPath={self.control_path}",
+            "-p", str(self.port),
+            "-l", self.user,
+        ]
+
+    async def _master_alive(self) -> bool:
+        check = await asyncio.create_subprocess_exec(
+            *self.ssh_argv(), "-O", "check", self.host,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        return await check.wait() == 0
+
+    async def ensure_master(self) -> None:
+        """Start the shared connection if it is not up (one at a time)."""
+        async with self._master_lock:
+            if await self._master_alive():
+                return
+            master = await asyncio.create_subprocess_exec(
+                *self.ssh_argv(), "-o", "ControlMaster=yes", "-o", "ControlPersist=600", "-N", "-f", self.host,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                await asyncio.wait_for(master.wait(), self.timeout)
+            except asyncio.TimeoutError:
+                master.kill()
+                await master.wait()
+                log.warning("SSH to %s@%s: no connection within %ss", self.user, self.host, self.timeout)
+
+    async def call(self, *command: str, stdin: str | None = None) -> GateResult:
+        """Run one gate command; never raises for SSH or Slurm trouble."""
+        await self.ensure_master()
+        # ControlMaster=no: use the master when it is up, else connect directly.
+        proc = await asyncio.create_subprocess_exec(
+            *self.ssh_argv(), "-o", "ControlMaster=no", self.host, " ".join(command),
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(
+                proc.communicate(stdin.encode() if stdin is not None else None), self.timeout
+            )
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return GateResult(None, "", f"no answer from {self.host} within {self.timeout}s")
+        return GateResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    async def submit(self, script: str) -> GateResult:
+        return await self.call("submit", stdin=script)
+
+    async def status(self, job_id: str) -> GateResult:
+        if not JOB_ID.match(job_id):
+            raise ValueError(f"not a Slurm job id: {job_id!r}")
+        return await self.call("status", job_id)
+
+    async def cancel(self, job_id: str) -> GateResult:
+        if not JOB_ID.match(job_id):
+            raise ValueError(f"not a Slurm job id: {job_id!r}")
+        return await self.call("cancel", job_id)
+
+    async def list_jobs(self, prefix: str) -> GateResult:
+        if not PREFIX.match(prefix):
+            raise ValueError(f"not a job name prefix: {prefix!r}")
+        return await self.call("list", prefix)
