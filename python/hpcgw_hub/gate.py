@@ -44,6 +44,7 @@ class Gate:
     control_path: str = "/run/jupyterhub/ssh-%C"
     timeout: float = 20.0
     connect_timeout: int = 10
+    reuse_connection: bool = True
     _master_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def ssh_argv(self) -> list[str]:
@@ -72,6 +73,8 @@ class Gate:
 
     async def ensure_master(self) -> None:
         """Start the shared connection if it is not up (one at a time)."""
+        if not self.reuse_connection:
+            return
         async with self._master_lock:
             if await self._master_alive():
                 return
@@ -90,8 +93,9 @@ class Gate:
         """Run one gate command; never raises for SSH or Slurm trouble."""
         await self.ensure_master()
         # ControlMaster=no: use the master when it is up, else connect directly.
+        mux = ["-o", "ControlMaster=no"] if self.reuse_connection else ["-o", "ControlPath=none"]
         proc = await asyncio.create_subprocess_exec(
-            *self.ssh_argv(), "-o", "ControlMaster=no", self.host, " ".join(command),
+            *self.ssh_argv(), *mux, self.host, " ".join(command),
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )

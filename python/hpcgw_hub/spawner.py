@@ -25,7 +25,7 @@ import shlex
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
 from batchspawner import BatchSpawnerBase, JobStatus
 from tornado import web
-from traitlets import Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
 
 from .gate import Gate
 from .options import OptionsError, from_form, validate
@@ -64,6 +64,10 @@ class GatewaySpawner(BatchSpawnerBase):
     status_retry_delay = Float(1.0, config=True, help="Seconds before the first retry (doubles each time).")
     stop_timeout = Float(30, config=True, help="Seconds to wait for Slurm to confirm a cancelled job is gone.")
     startup_poll_interval = Float(0.5, config=True, help="Seconds between status checks while a job starts.")
+    stop_poll_interval = Float(0.25, config=True, help="Seconds between checks that a cancelled job is gone.")
+    reuse_ssh_connection = Bool(
+        True, config=True, help="Send every command over one shared SSH connection (off: a new connection each time)."
+    )
 
     @default("ip")
     def _ip_default(self):
@@ -96,7 +100,8 @@ class GatewaySpawner(BatchSpawnerBase):
 
     @property
     def gate(self) -> Gate:
-        key = (self.cluster_host, self.cluster_ssh_port, self.gateway_user, self.ssh_key, self.known_hosts)
+        key = (self.cluster_host, self.cluster_ssh_port, self.gateway_user, self.ssh_key, self.known_hosts,
+               self.reuse_ssh_connection)
         gates = GatewaySpawner.__dict__.get("_gates")
         if gates is None:
             gates = GatewaySpawner._gates = {}
@@ -104,6 +109,7 @@ class GatewaySpawner(BatchSpawnerBase):
             gates[key] = Gate(
                 host=self.cluster_host, user=self.gateway_user, key=self.ssh_key, known_hosts=self.known_hosts,
                 port=self.cluster_ssh_port, control_path=self.control_path, timeout=self.command_timeout,
+                reuse_connection=self.reuse_ssh_connection,
             )
         return gates[key]
 
@@ -256,7 +262,7 @@ class GatewaySpawner(BatchSpawnerBase):
         while asyncio.get_running_loop().time() < deadline:
             if await self.query_job_status() == JobStatus.NOTFOUND:
                 return
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(self.stop_poll_interval)
         self.log.warning("Job %s of %s: Slurm did not confirm it is gone", self.job_id, self.user.name)
 
     async def progress(self):

@@ -10,52 +10,26 @@ verifies TLS by name exactly as it would on the internet.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "tests" / "testbed"))
 
-
-@dataclass(frozen=True)
-class Testbed:
-    name: str
-    state_dir: pathlib.Path
-    hub_name: str = "hub.gateway.test"
-    acme_name: str = "acme.test"
-    globus_name: str = "auth.globus.test"
-    globus_port: int = 8443
-    globus_client_id: str = "6f3cde2a-58b1-4c7e-9c3b-0b8f7f1e2a41"
-
-    @property
-    def ca_cert(self) -> pathlib.Path:
-        """The test bed CA: it signed the ACME server's and Globus stand-in's TLS certs."""
-        return self.state_dir / "ca" / "ca.crt"
-
-    @property
-    def globus_client_secret(self) -> str:
-        return (self.state_dir / "globus" / "client_secret").read_text().strip()
-
-    @property
-    def globus_url(self) -> str:
-        return f"https://{self.globus_name}:{self.globus_port}/"
-
-    def container(self, role: str) -> str:
-        return f"hpcgw-{self.name}-{role}"
-
-    def address(self, role: str) -> str:
-        out = subprocess.run(
-            ["docker", "inspect", self.container(role)],
-            check=True, capture_output=True, text=True,
-        ).stdout
-        networks = json.loads(out)[0]["NetworkSettings"]["Networks"]
-        return networks[f"hpcgw-{self.name}"]["IPAddress"]
+from hubclient import (  # noqa: E402  (the test bed client, shared with benchmarks/)
+    HubUser,
+    Testbed,
+    browser_session,
+    globus_login,
+    public_names,
+    public_roots,
+)
 
 
 @pytest.fixture(scope="session")
@@ -68,18 +42,7 @@ def testbed() -> Testbed:
 @pytest.fixture(scope="session")
 def testbed_dns(testbed: Testbed):
     """Resolve the test bed's public names to its containers, in this process."""
-    addresses = {
-        testbed.hub_name: testbed.address("hub"),
-        testbed.acme_name: testbed.address("services"),
-        testbed.globus_name: testbed.address("services"),
-    }
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        return real_getaddrinfo(addresses.get(host, host), *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with public_names(testbed) as addresses:
         yield addresses
 
 
@@ -107,76 +70,22 @@ def hub_host(request):
 
 @pytest.fixture(scope="session")
 def public_ca_bundle(testbed: Testbed, testbed_dns, tmp_path_factory) -> pathlib.Path:
-    """What a browser trusts here: pebble's issuing root of this run (it signs
-    the hub's certificate) and the test bed CA (the Globus stand-in's)."""
-    import requests
-
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(testbed.ca_cert)
-    root = session.get(f"https://{testbed.acme_name}:15000/roots/0", timeout=10)
-    root.raise_for_status()
+    """What a browser trusts here: pebble's root of this run and the test bed CA."""
     bundle = tmp_path_factory.mktemp("ca") / "public-roots.pem"
-    bundle.write_text(root.text.strip() + "\n" + testbed.ca_cert.read_text())
+    bundle.write_text(public_roots(testbed))
     return bundle
 
 
 @pytest.fixture
 def browser(public_ca_bundle):
     """A fresh browser: keeps cookies, trusts only the public roots above."""
-    import requests
-
-    with requests.Session() as session:
-        session.trust_env = False
-        session.verify = str(public_ca_bundle)
+    with browser_session(public_ca_bundle) as session:
         yield session
-
-
-def globus_login(browser, testbed: Testbed, username: str):
-    """Log in at the hub as a person would: the hub sends the browser to Globus
-    (the stand-in), the person picks their identity, Globus sends the browser
-    back to the hub's callback. Returns the hub's last response."""
-    import re
-    from urllib.parse import urljoin
-
-    start = browser.get(f"https://{testbed.hub_name}/hub/oauth_login", allow_redirects=False, timeout=20)
-    assert start.status_code == 302, start.text
-    authorize = start.headers["Location"]
-    assert authorize.startswith(testbed.globus_url + "v2/oauth2/authorize?")
-    form = browser.get(authorize, timeout=20)
-    assert form.status_code == 200, form.text
-    form_token = re.search(r'name="form_token" value="([^"]+)"', form.text).group(1)
-    back = browser.post(
-        urljoin(authorize, "/v2/oauth2/authorize"),
-        data={"form_token": form_token, "username": username},
-        allow_redirects=False,
-        timeout=20,
-    )
-    assert back.status_code == 302, back.text
-    assert back.headers["Location"].startswith(f"https://{testbed.hub_name}/hub/oauth_callback?")
-    return browser.get(back.headers["Location"], timeout=30)
 
 
 @pytest.fixture
 def login(browser, testbed):
     return lambda username: globus_login(browser, testbed, username)
-
-
-def standin_events(testbed: Testbed, since: int = 0) -> list[dict]:
-    """The stand-in's record of tokens issued and revoked (its test hook)."""
-    import requests
-
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(testbed.ca_cert)
-    reply = session.get(f"{testbed.globus_url}_standin/events", params={"since": since}, timeout=10)
-    reply.raise_for_status()
-    return reply.json()
-
-
-def last_event_seq(testbed: Testbed) -> int:
-    events = standin_events(testbed)
-    return events[-1]["seq"] if events else 0
 
 
 @dataclass
@@ -205,3 +114,27 @@ def run_playbook(request):
         return PlaybookRun(done.returncode, done.stdout + done.stderr)
 
     return run
+
+
+@pytest.fixture
+def hub_user(login, browser, testbed):
+    def make(identity: str) -> HubUser:
+        assert login(identity).status_code == 200
+        return HubUser(browser, testbed, identity.split("@")[0])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cluster_host(request):
+    import testinfra
+
+    return testinfra.get_host(
+        "ansible://login.cluster.test", ansible_inventory=request.config.option.ansible_inventory
+    )
+
+
+def slurm_jobs(cluster_host) -> dict[str, tuple[str, str, str]]:
+    """The cluster's jobs: id -> (name, user, state)."""
+    out = cluster_host.check_output("squeue -h -o '%i %j %u %T'")
+    return {fields[0]: tuple(fields[1:4]) for fields in (line.split() for line in out.splitlines())}

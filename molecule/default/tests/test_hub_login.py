@@ -4,7 +4,7 @@ nginx (https), JupyterHub, and the Globus Auth stand-in."""
 from __future__ import annotations
 
 import pytest
-from conftest import last_event_seq, standin_events
+from hubclient import last_event_seq, standin_events
 
 
 def api_user(browser, testbed):

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Spawn and stop latency of notebook servers on a running test bed.
+
+Measures, through the public https URL (nginx, the proxy, the hub, the gate,
+Slurm, the job wrapper and the tunnel, all real):
+  - spawn: POST /hub/api/users/{u}/server until the server is ready;
+    10 in a row for one user, then 5 users at once;
+  - stop: DELETE until the hub reports the server gone (the spawner first
+    waits for Slurm to confirm the job is gone).
+Twice in the same run: with this project's spawner settings, and with stock
+batchspawner's (a new SSH connection per command, 1 s between stop checks),
+switched by a conf.d fragment on the hub and a hub restart.
+
+Usage (after `make demo`, or any converged test bed):
+    .venv/bin/python benchmarks/spawn_latency.py [--testbed demo] [--rounds 10] [--users 5]
+Prints a table and writes benchmarks/results/<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "testbed"))
+
+from hubclient import HubUser, Testbed, browser_session, globus_login, public_names, public_roots  # noqa: E402
+
+STOCK = "c.GatewaySpawner.reuse_ssh_connection = False\nc.GatewaySpawner.stop_poll_interval = 1.0\n"
+STOCK_FRAGMENT = "/etc/jupyterhub/conf.d/90-benchmark-stock-settings.py"
+
+
+def hub_exec(testbed: Testbed, *argv: str) -> None:
+    subprocess.run(["docker", "exec", testbed.container("hub"), *argv], check=True, capture_output=True)
+
+
+def restart_hub(testbed: Testbed, admin: HubUser) -> None:
+    hub_exec(testbed, "systemctl", "restart", "jupyterhub")
+    for _ in range(240):
+        try:
+            if admin.api("GET", "/").status_code == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit("the hub did not come back")
+
+
+def timed_spawn(admin: HubUser, user: str) -> float:
+    start = time.monotonic()
+    reply = admin.start(user=user, timeout=300)
+    if reply.status_code >= 400:
+        raise SystemExit(f"spawn of {user} refused: {reply.status_code} {reply.text}")
+    return time.monotonic() - start
+
+
+def timed_stop(admin: HubUser, user: str) -> float:
+    start = time.monotonic()
+    admin.stop(user=user, timeout=120)
+    return time.monotonic() - start
+
+
+def summary(values: list[float]) -> dict:
+    return {"n": len(values), "min": round(min(values), 2), "median": round(statistics.median(values), 2),
+            "max": round(max(values), 2), "all": [round(v, 2) for v in values]}
+
+
+def measure(admin: HubUser, users: list[str], rounds: int) -> dict:
+    spawns, stops = [], []
+    for _ in range(rounds):
+        spawns.append(timed_spawn(admin, users[0]))
+        stops.append(timed_stop(admin, users[0]))
+    with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
+        together = list(pool.map(lambda u: timed_spawn(admin, u), users))
+    with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
+        together_stops = list(pool.map(lambda u: timed_stop(admin, u), users))
+    return {"spawn_in_a_row": summary(spawns), "stop_in_a_row": summary(stops),
+            "spawn_at_once": summary(together), "stop_at_once": summary(together_stops)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--testbed", default="demo", help="test bed name: hpcgw-<name>-* containers (default demo)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--users", type=int, default=5)
+    args = parser.parse_args()
+
+    testbed = Testbed(name=args.testbed, state_dir=REPO / ".testbed" / args.testbed)
+    with public_names(testbed), tempfile.NamedTemporaryFile("w", suffix=".pem") as roots:
+        roots.write(public_roots(testbed))
+        roots.flush()
+        browser = browser_session(pathlib.Path(roots.name))
+        if globus_login(browser, testbed, "alice@uchicago.edu").status_code != 200:
+            raise SystemExit("alice (an admin of the test site) could not log in")
+        admin = HubUser(browser, testbed, "alice")
+        users = [f"bench-{i:02d}" for i in range(1, args.users + 1)]
+        for user in users:
+            admin.api("POST", f"/users/{user}")
+
+        results = {}
+        try:
+            results["gateway"] = measure(admin, users, args.rounds)
+            hub_exec(testbed, "sh", "-c", f"printf '%s' '{STOCK}' > {STOCK_FRAGMENT}")
+            restart_hub(testbed, admin)
+            results["stock-batchspawner-settings"] = measure(admin, users, args.rounds)
+        finally:
+            hub_exec(testbed, "rm", "-f", STOCK_FRAGMENT)
+            restart_hub(testbed, admin)
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    out = REPO / "benchmarks" / "results" / f"{stamp}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"testbed": args.testbed, "rounds": args.rounds, "users": args.users,
+                               "results": results}, indent=2))
+    print(f"{'settings':<30} {'measure':<16} {'min':>6} {'median':>7} {'max':>6}  (seconds)")
+    for settings, measures in results.items():
+        for name, s in measures.items():
+            print(f"{settings:<30} {name:<16} {s['min']:>6} {s['median']:>7} {s['max']:>6}")
+    print(f"written: {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Notebooks as Slurm jobs of the shared gateway account, end to end.
+
+A user logged in through the Globus stand-in starts a server; the job runs as
+`gateway` on the cluster; the hub reaches the notebook through the tunnel;
+nginx serves it on the public https URL; a kernel computes over wss.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+import uuid
+from urllib.parse import quote
+
+import pytest
+import websocket
+from conftest import slurm_jobs
+
+from hpcgw_hub.spawner import user_id
+
+PREFIX = "hpcgw-hub"
+
+
+def job_of(cluster_host, username: str) -> str | None:
+    name = f"{PREFIX}-{user_id(username)}"
+    ids = [job for job, (job_name, _, state) in slurm_jobs(cluster_host).items()
+           if job_name == name and state in ("RUNNING", "PENDING")]
+    assert len(ids) <= 1, ids
+    return ids[0] if ids else None
+
+
+def run_in_kernel(testbed, public_ca_bundle, user: str, token: str, code: str) -> str:
+    """Start a kernel over REST, run `code` over the public wss:// URL, return its result."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(public_ca_bundle)
+    base = f"https://{testbed.hub_name}/user/{quote(user)}"
+    headers = {"Authorization": f"token {token}"}
+    kernel = session.post(f"{base}/api/kernels", headers=headers, json={"name": "python3"}, timeout=60)
+    assert kernel.status_code == 201, kernel.text
+    kernel_id = kernel.json()["id"]
+    ws = websocket.create_connection(
+        f"wss://{testbed.hub_name}/user/{quote(user)}/api/kernels/{kernel_id}/channels",
+        header=[f"Authorization: token {token}"], sslopt={"ca_certs": str(public_ca_bundle),
+                                                          "cert_reqs": ssl.CERT_REQUIRED}, timeout=60,
+    )
+    try:
+        msg_id = uuid.uuid4().hex
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": user, "session": uuid.uuid4().hex, "msg_type": "execute_request",
+                       "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            reply = json.loads(ws.recv())
+            if reply.get("parent_header", {}).get("msg_id") == msg_id and reply["msg_type"] == "execute_result":
+                return reply["content"]["data"]["text/plain"]
+        raise AssertionError("no execute_result")
+    finally:
+        ws.close()
+        session.delete(f"{base}/api/kernels/{kernel_id}", headers=headers, timeout=30)
+
+
+def test_spawn_reach_compute_and_stop(hub_user, cluster_host, testbed, public_ca_bundle, browser):
+    bob = hub_user("bob@uchicago.edu")
+    reply = bob.start()
+    assert reply.status_code in (201, 202), reply.text
+    job = job_of(cluster_host, "bob")
+    assert job is not None
+    _, owner, state = slurm_jobs(cluster_host)[job]
+    assert (owner, state) == ("gateway", "RUNNING")
+
+    token = bob.token()
+    status = browser.get(f"https://{testbed.hub_name}/user/bob/api/status",
+                         headers={"Authorization": f"token {token}"}, timeout=30)
+    assert status.status_code == 200, status.text
+    assert run_in_kernel(testbed, public_ca_bundle, "bob", token, "1+1") == "2"
+
+    bob.stop()
+    assert job not in slurm_jobs(cluster_host) or slurm_jobs(cluster_host)[job][2] not in ("RUNNING", "PENDING")
+
+
+def test_hub_restart_keeps_running_servers(hub_user, cluster_host, hub_host, testbed, browser):
+    erin = hub_user("erin@uchicago.edu")
+    erin.start()
+    job = job_of(cluster_host, "erin")
+    token = erin.token()
+    try:
+        hub_host.run_expect([0], "systemctl restart jupyterhub")
+        hub_host.run_expect([0], "sh -c 'for i in $(seq 120); do curl -fsS -o /dev/null "
+                                 "http://127.0.0.1:8081/hub/api/ && exit 0; sleep 0.5; done; exit 1'")
+        status = browser.get(f"https://{testbed.hub_name}/user/erin/api/status",
+                             headers={"Authorization": f"token {token}"}, timeout=30)
+        assert status.status_code == 200, status.text
+        assert job_of(cluster_host, "erin") == job
+    finally:
+        erin.stop()
+
+
+def hub_ssh_to_cluster(testbed, action: str):
+    """Drop (or let through) the hub's packets to the cluster's sshd, in the hub's
+    own network namespace: the tunnel (cluster -> hub) is not touched."""
+    pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", testbed.container("hub")],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    rule = ["OUTPUT", "-p", "tcp", "-d", testbed.address("cluster"), "--dport", "22", "-j", "DROP"]
+    subprocess.run(["nsenter", "-t", pid, "-n", "iptables", action, *rule], check=True)
+
+
+def test_a_minute_without_ssh_to_the_cluster_drops_nothing(hub_user, cluster_host, testbed, browser):
+    alice = hub_user("alice@uchicago.edu")
+    alice.start()
+    job = job_of(cluster_host, "alice")
+    token = alice.token()
+    jobs_before = set(slurm_jobs(cluster_host))
+    hub_ssh_to_cluster(testbed, "-I")
+    try:
+        time.sleep(60)  # several polls (every 10 s here) fail meanwhile
+        assert alice.server() is not None and alice.server()["ready"]
+    finally:
+        hub_ssh_to_cluster(testbed, "-D")
+    time.sleep(15)  # a poll or two with SSH back
+    assert alice.server() is not None
+    status = browser.get(f"https://{testbed.hub_name}/user/alice/api/status",
+                         headers={"Authorization": f"token {token}"}, timeout=30)
+    assert status.status_code == 200
+    assert job_of(cluster_host, "alice") == job
+    assert set(slurm_jobs(cluster_host)) == jobs_before  # no orphan, no duplicate
+    alice.stop()
+
+
+def test_a_job_cancelled_on_the_cluster_is_stopped_within_one_poll(hub_user, cluster_host):
+    bob = hub_user("bob@uchicago.edu")
+    bob.start()
+    job = job_of(cluster_host, "bob")
+    cluster_host.run_expect([0], "runuser -u gateway -- scancel %s", job)
+    cancelled = time.monotonic()
+    while bob.server() is not None:
+        assert time.monotonic() - cancelled < 10 * 1.2 + 8, "hub still shows the server after one poll interval"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"partition": "gpu"},
+        {"partition": "short", "minutes": 61},
+        {"cpus": 99},
+        {"memory_mb": 10**7},
+        {"gpus": 1},
+        {"req_options": "--uid=0"},
+        {"batch_submit_cmd": "touch /tmp/pwned"},
+        {"cpus": "1; id"},
+    ],
+)
+def test_rest_options_outside_the_limits_get_400_and_no_job(hub_user, cluster_host, options):
+    bob = hub_user("bob@uchicago.edu")
+    jobs_before = set(slurm_jobs(cluster_host))
+    reply = bob.start(options=options)
+    assert reply.status_code == 400, reply.text
+    assert set(slurm_jobs(cluster_host)) == jobs_before
+    assert bob.server() is None
+
+
+def test_a_username_full_of_shell_metacharacters_does_no_harm(hub_user, cluster_host, hub_host):
+    alice = hub_user("alice@uchicago.edu")  # an admin
+    name = "x';touch /tmp/pwned-q;'$(touch /tmp/pwned-d)`touch /tmp/pwned-b`\"&&id"
+    made = alice.api("POST", f"/users/{quote(name, safe='')}")
+    assert made.status_code in (201, 409), made.text
+    try:
+        assert alice.start(user=name).status_code in (201, 202)
+        assert alice.server(name)["ready"]
+        alice.stop(user=name)
+    finally:
+        alice.api("DELETE", f"/users/{quote(name, safe='')}")
+    for host in (cluster_host, hub_host):
+        assert host.run("ls /tmp/pwned-* /home/gateway/pwned-* /home/gateway/hpcgw/pwned-*").stdout == ""
+
+
+def test_the_port_callback_takes_only_a_starting_servers_own_token(hub_user, testbed, browser):
+    bob = hub_user("bob@uchicago.edu")
+    token = bob.token()  # bob's own API token: not a server's
+    url = f"https://{testbed.hub_name}/hub/api/hpcgw/port"
+    headers = {"Authorization": f"token {token}"}
+    assert browser.post(url, headers=headers, json={"port": 40000}, timeout=20).status_code == 403
+    for body in ({"port": 40000, "batch_cancel_cmd": "id"}, {"port": "40000"}, {"cmd": "id"}, [40000]):
+        assert browser.post(url, headers=headers, json=body, timeout=20).status_code == 400
+    assert bob.server() is None
