@@ -42,11 +42,11 @@ def hub_exec(testbed: Testbed, *argv: str) -> None:
     subprocess.run(["docker", "exec", testbed.container("hub"), *argv], check=True, capture_output=True)
 
 
-def restart_hub(testbed: Testbed, admin: HubUser) -> None:
+def restart_hub(testbed: Testbed, user: HubUser) -> None:
     hub_exec(testbed, "systemctl", "restart", "jupyterhub")
     for _ in range(240):
         try:
-            if admin.api("GET", "/").status_code == 200:
+            if user.api("GET", "/").status_code == 200:
                 return
         except OSError:
             pass
@@ -54,17 +54,17 @@ def restart_hub(testbed: Testbed, admin: HubUser) -> None:
     raise SystemExit("the hub did not come back")
 
 
-def timed_spawn(admin: HubUser, user: str) -> float:
+def timed_spawn(user: HubUser) -> float:
     start = time.monotonic()
-    reply = admin.start(user=user, timeout=300)
+    reply = user.start(timeout=300)
     if reply.status_code >= 400:
-        raise SystemExit(f"spawn of {user} refused: {reply.status_code} {reply.text}")
+        raise SystemExit(f"spawn of {user.name} refused: {reply.status_code} {reply.text}")
     return time.monotonic() - start
 
 
-def timed_stop(admin: HubUser, user: str) -> float:
+def timed_stop(user: HubUser) -> float:
     start = time.monotonic()
-    admin.stop(user=user, timeout=120)
+    user.stop(timeout=120)
     return time.monotonic() - start
 
 
@@ -73,15 +73,15 @@ def summary(values: list[float]) -> dict:
             "max": round(max(values), 2), "all": [round(v, 2) for v in values]}
 
 
-def measure(admin: HubUser, users: list[str], rounds: int) -> dict:
+def measure(users: list[HubUser], rounds: int) -> dict:
     spawns, stops = [], []
     for _ in range(rounds):
-        spawns.append(timed_spawn(admin, users[0]))
-        stops.append(timed_stop(admin, users[0]))
+        spawns.append(timed_spawn(users[0]))
+        stops.append(timed_stop(users[0]))
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
-        together = list(pool.map(lambda u: timed_spawn(admin, u), users))
+        together = list(pool.map(timed_spawn, users))
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
-        together_stops = list(pool.map(lambda u: timed_stop(admin, u), users))
+        together_stops = list(pool.map(timed_stop, users))
     return {"spawn_in_a_row": summary(spawns), "stop_in_a_row": summary(stops),
             "spawn_at_once": summary(together), "stop_at_once": summary(together_stops)}
 
@@ -90,30 +90,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--testbed", default="demo", help="test bed name: hpcgw-<name>-* containers (default demo)")
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--users", type=int, default=5)
+    parser.add_argument("--users", type=int, default=5, choices=range(1, 6), help="1 to 5 (bench1..bench5)")
     args = parser.parse_args()
 
     testbed = Testbed(name=args.testbed, state_dir=REPO / ".testbed" / args.testbed)
     with public_names(testbed), tempfile.NamedTemporaryFile("w", suffix=".pem") as roots:
         roots.write(public_roots(testbed))
         roots.flush()
-        browser = browser_session(pathlib.Path(roots.name))
-        if globus_login(browser, testbed, "alice@uchicago.edu").status_code != 200:
-            raise SystemExit("alice (an admin of the test site) could not log in")
-        admin = HubUser(browser, testbed, "alice")
-        users = [f"bench-{i:02d}" for i in range(1, args.users + 1)]
-        for user in users:
-            admin.api("POST", f"/users/{user}")
+        users = []
+        for i in range(1, args.users + 1):  # the stand-in's identities bench1..bench5
+            browser = browser_session(pathlib.Path(roots.name))
+            if globus_login(browser, testbed, f"bench{i}@uchicago.edu").status_code != 200:
+                raise SystemExit(f"bench{i}@uchicago.edu could not log in")
+            users.append(HubUser(browser, testbed, f"bench{i}"))
 
         results = {}
         try:
-            results["gateway"] = measure(admin, users, args.rounds)
+            results["gateway"] = measure(users, args.rounds)
             hub_exec(testbed, "sh", "-c", f"printf '%s' '{STOCK}' > {STOCK_FRAGMENT}")
-            restart_hub(testbed, admin)
-            results["stock-batchspawner-settings"] = measure(admin, users, args.rounds)
+            restart_hub(testbed, users[0])
+            results["stock-batchspawner-settings"] = measure(users, args.rounds)
         finally:
             hub_exec(testbed, "rm", "-f", STOCK_FRAGMENT)
-            restart_hub(testbed, admin)
+            restart_hub(testbed, users[0])
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     out = REPO / "benchmarks" / "results" / f"{stamp}.json"

@@ -29,13 +29,13 @@ def test_the_hub_key_gets_no_shell_forwarding_or_sftp(host):
 
 
 def test_batchspawners_attribute_handler_is_not_served(host):
-    reply = host.run("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"batch_cancel_cmd\": \"id\"}' "
+    reply = host.run("curl -s -o /dev/null -w '%{http_code}' -X POST -d '{\"batch_cancel_cmd\": \"id\"}' "
                      "http://127.0.0.1:8081/hub/api/batchspawner")
     assert reply.stdout == "404"
 
 
 def test_the_port_callback_refuses_tokens_and_bodies_that_are_not_a_servers(host):
     # No token at all; then a bad body: both refused before anything is looked up.
-    anonymous = host.check_output("curl -s -o /dev/null -w '%%{http_code}' -X POST -d '{\"port\": 40000}' "
+    anonymous = host.check_output("curl -s -o /dev/null -w '%{http_code}' -X POST -d '{\"port\": 40000}' "
                                   "http://127.0.0.1:8081/hub/api/hpcgw/port")
     assert anonymous == "403"

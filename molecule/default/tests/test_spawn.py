@@ -169,18 +169,16 @@ def test_rest_options_outside_the_limits_get_400_and_no_job(hub_user, cluster_ho
 
 
 def test_a_username_full_of_shell_metacharacters_does_no_harm(hub_user, cluster_host, hub_host):
-    alice = hub_user("alice@uchicago.edu")  # an admin
-    name = "x';touch /tmp/pwned-q;'$(touch /tmp/pwned-d)`touch /tmp/pwned-b`\"&&id"
-    made = alice.api("POST", f"/users/{quote(name, safe='')}")
-    assert made.status_code in (201, 409), made.text
-    try:
-        assert alice.start(user=name).status_code in (201, 202)
-        assert alice.server(name)["ready"]
-        alice.stop(user=name)
-    finally:
-        alice.api("DELETE", f"/users/{quote(name, safe='')}")
+    # A Globus identity whose username is every shell metacharacter (JupyterHub
+    # itself refuses "/"); it logs in and starts its own server.
+    hostile = hub_user("x';touch pwned-q;'$(touch pwned-d)`touch pwned-b`\"&&id|tee pwned-p;<>*?~!{}[]\\@uchicago.edu")
+    assert hostile.name.startswith("x';touch")
+    assert hostile.start().status_code in (201, 202)
+    assert hostile.server()["ready"]
+    assert job_of(cluster_host, hostile.name) is not None
+    hostile.stop()
     for host in (cluster_host, hub_host):
-        assert host.run("ls /tmp/pwned-* /home/gateway/pwned-* /home/gateway/hpcgw/pwned-*").stdout == ""
+        assert host.check_output("find / -xdev -name 'pwned-*' 2>/dev/null || true") == ""
 
 
 def test_the_port_callback_takes_only_a_starting_servers_own_token(hub_user, testbed, browser):
