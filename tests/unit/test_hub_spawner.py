@@ -145,3 +145,14 @@ def test_reaper_cancels_only_this_hubs_unknown_jobs():
     ]
     listing = "101 hpcgw-hub-u-aaaa RUNNING\n102 hpcgw-hub-u-bbbb PENDING\n103 other-job RUNNING\n104 hpcgw-hubx-u-c RUNNING\n"
     assert orphans(listing, "hpcgw-hub", known_job_ids(users)) == ["102"]
+
+
+def test_the_placeholder_spawner_refuses_in_words():
+    import asyncio
+
+    from hpcgw_hub.placeholder import NotConfiguredSpawner
+
+    with pytest.raises(web.HTTPError) as refused:
+        asyncio.run(NotConfiguredSpawner(user=Mock(name="user")).start())
+    assert refused.value.status_code == 503
+    assert "cluster connection is not configured" in refused.value.log_message

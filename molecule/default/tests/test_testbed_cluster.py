@@ -26,7 +26,7 @@ def as_gateway(host, command, *args):
 
 def test_slurm_node_is_up(host):
     states = host.check_output("sinfo --noheader --format=%T").split()
-    assert states and set(states) <= {"idle", "mixed", "allocated"}
+    assert states and set(states) <= {"idle", "mixed", "allocated", "completing"}
 
 
 def test_sbatch_job_runs_as_gateway(host):
