@@ -425,12 +425,11 @@ def test_globus_oauthenticator_logout_revocation(standin_sdk_env):
         assert introspect.oauth2_token_introspect(tok["access_token"])["active"] is False
 
 
-def test_globus_data_carries_whole_token_response(standin):
-    """exclude_tokens does not keep tokens out of GLOBUS_DATA: pre_spawn_start
-    pickles the whole auth_state, and token_response holds every token."""
+def spawn_environment(standin, cls=GlobusOAuthenticator, **overrides):
+    """What the authenticator's pre_spawn_start puts in bob's server environment."""
 
     async def run():
-        authenticator = make_authenticator(standin)
+        authenticator = make_authenticator(standin, cls=cls, **overrides)
         model = await hub_login(standin, authenticator, "bob@uchicago.edu")
         user = Mock()
 
@@ -440,9 +439,15 @@ def test_globus_data_carries_whole_token_response(standin):
         user.get_auth_state = get_auth_state
         spawner = Mock(environment={})
         await authenticator.pre_spawn_start(user, spawner)
-        return pickle.loads(base64.b64decode(spawner.environment["GLOBUS_DATA"]))
+        return spawner.environment
 
-    data = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_globus_data_carries_whole_token_response(standin):
+    """exclude_tokens does not keep tokens out of GLOBUS_DATA: pre_spawn_start
+    pickles the whole auth_state, and token_response holds every token."""
+    data = pickle.loads(base64.b64decode(spawn_environment(standin)["GLOBUS_DATA"]))
     assert set(data["tokens"]) == {TRANSFER_RS}
     other = {t["resource_server"] for t in data["token_response"]["other_tokens"]}
     assert GROUPS_RS in other and data["token_response"]["resource_server"] == AUTH_RS

@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import pickle
-from unittest.mock import Mock
 
 import pytest
-from test_globus_standin import AUTH_RS, GROUPS_RS, TRANSFER_RS, confidential, hub_login, make_authenticator
+from test_globus_standin import (
+    AUTH_RS,
+    GROUPS_RS,
+    TRANSFER_RS,
+    confidential,
+    hub_login,
+    make_authenticator,
+    spawn_environment,
+)
 from tornado import web
 
 from hpcgw_hub.globus import GatewayGlobusOAuthenticator
@@ -74,29 +81,16 @@ def test_logout_revokes_every_token(standin_sdk_env):
         assert introspect.oauth2_token_introspect(token["access_token"])["active"] is False
 
 
-def spawn_environment(standin, **overrides):
-    async def run():
-        authenticator = gateway(standin, **overrides)
-        model = await hub_login(standin, authenticator, "bob@uchicago.edu")
-        user = Mock()
-
-        async def get_auth_state():
-            return model["auth_state"]
-
-        user.get_auth_state = get_auth_state
-        spawner = Mock(environment={})
-        await authenticator.pre_spawn_start(user, spawner)
-        return spawner.environment
-
-    return asyncio.run(run())
+def gateway_spawn_environment(standin, **overrides):
+    return spawn_environment(standin, cls=GatewayGlobusOAuthenticator, **overrides)
 
 
 def test_notebooks_get_no_globus_tokens_by_default(standin):
-    assert "GLOBUS_DATA" not in spawn_environment(standin)
+    assert "GLOBUS_DATA" not in gateway_spawn_environment(standin)
 
 
 def test_notebooks_get_only_the_tokens_asked_for(standin):
-    environment = spawn_environment(standin, pass_tokens_to_notebooks=True)
+    environment = gateway_spawn_environment(standin, pass_tokens_to_notebooks=True)
     data = pickle.loads(base64.b64decode(environment["GLOBUS_DATA"]))
     assert set(data) == {"client_id", "tokens"}  # no token_response, no id_token
     assert set(data["tokens"]) == {TRANSFER_RS}
