@@ -42,9 +42,11 @@ def test_refused_identities_get_403(login, browser, testbed, identity, why):
     assert browser.get(f"https://{testbed.hub_name}/hub/api/user", timeout=20).status_code == 403
 
 
-def test_username_is_the_part_before_at_for_the_one_provider(login, browser, testbed):
+def test_username_is_the_part_before_at_and_host_vars_admins_stay_admins(login, browser, testbed):
     login("erin@uchicago.edu")
-    assert api_user(browser, testbed)["name"] == "erin"
+    user = api_user(browser, testbed)
+    # erin is an admin by jupyterhub_admin_users, though not in the admins' Globus group.
+    assert (user["name"], user["admin"]) == ("erin", True)
 
 
 def test_logout_revokes_the_users_tokens_at_globus(login, browser, testbed):
