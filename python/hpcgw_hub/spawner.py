@@ -69,6 +69,10 @@ class GatewaySpawner(BatchSpawnerBase):
         True, config=True, help="Send every command over one shared SSH connection (off: a new connection each time)."
     )
 
+    # One Gate (and so one SSH master) per set of connection settings, shared
+    # by every spawner of this hub process.
+    _gates: dict = {}
+
     @default("ip")
     def _ip_default(self):
         # The hub reaches every notebook on its own loopback, at its tunnel's end.
@@ -100,18 +104,15 @@ class GatewaySpawner(BatchSpawnerBase):
 
     @property
     def gate(self) -> Gate:
-        key = (self.cluster_host, self.cluster_ssh_port, self.gateway_user, self.ssh_key, self.known_hosts,
-               self.reuse_ssh_connection)
-        gates = GatewaySpawner.__dict__.get("_gates")
-        if gates is None:
-            gates = GatewaySpawner._gates = {}
-        if key not in gates:
-            gates[key] = Gate(
-                host=self.cluster_host, user=self.gateway_user, key=self.ssh_key, known_hosts=self.known_hosts,
-                port=self.cluster_ssh_port, control_path=self.control_path, timeout=self.command_timeout,
-                reuse_connection=self.reuse_ssh_connection,
-            )
-        return gates[key]
+        settings = dict(
+            host=self.cluster_host, user=self.gateway_user, key=self.ssh_key, known_hosts=self.known_hosts,
+            port=self.cluster_ssh_port, control_path=self.control_path, timeout=self.command_timeout,
+            reuse_connection=self.reuse_ssh_connection,
+        )
+        key = tuple(sorted(settings.items()))
+        if key not in self._gates:
+            self._gates[key] = Gate(**settings)
+        return self._gates[key]
 
     # -- spawn options -----------------------------------------------------
     def options_from_form(self, formdata):

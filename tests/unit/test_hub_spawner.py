@@ -156,3 +156,10 @@ def test_the_placeholder_spawner_refuses_in_words():
         asyncio.run(NotConfiguredSpawner(user=Mock(name="user")).start())
     assert refused.value.status_code == 503
     assert "cluster connection is not configured" in refused.value.log_message
+
+
+def test_spawners_share_one_gate_per_connection_setting():
+    a, b = spawner_for("alice"), spawner_for("bob")
+    assert a.gate is b.gate
+    b.command_timeout = 5
+    assert a.gate is not b.gate and b.gate.timeout == 5
