@@ -11,6 +11,8 @@ export HPCGW_TESTBED_DIR := $(CURDIR)/.testbed
 # The demo's published ports, on 127.0.0.1 only.
 DEMO_HTTPS_PORT ?= 8443
 DEMO_GLOBUS_PORT ?= 9443
+# uv installs requirements.txt in about 15 s (pip: about 70 s).
+UV_VERSION := 0.13.9
 COLLECTION_LINK := .collections/ansible_collections/hpcgateway/jupyterhub
 
 .PHONY: test demo demo-down host venv images lint unit setup-checks molecule clean help
@@ -21,16 +23,7 @@ help:
 	@echo "make demo-down  remove the demo containers"
 
 test:
-	@rm -f .testbed/timings
-	@tests/timed host $(MAKE) --no-print-directory host
-	@tests/timed venv $(MAKE) --no-print-directory venv
-	@tests/timed images $(MAKE) --no-print-directory images
-	@tests/timed lint $(MAKE) --no-print-directory lint
-	@tests/timed unit $(MAKE) --no-print-directory unit
-	@tests/timed setup $(MAKE) --no-print-directory setup-checks
-	@tests/timed molecule $(MAKE) --no-print-directory molecule; rc=$$?; \
-	  echo; echo "== make test timings"; cat .testbed/timings; \
-	  awk '{ s += $$2 } END { printf "total      %7.1f s\n", s }' .testbed/timings; exit $$rc
+	@tests/run-suite
 
 host:
 	tests/testbed/host-setup.sh
@@ -39,8 +32,8 @@ venv: $(VENV)/.installed $(COLLECTION_LINK)
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements.txt
 	touch $@
 
 # The repo is the collection hpcgateway.jupyterhub: make it findable by that name.

@@ -3,6 +3,9 @@ message naming the variable; the hosts are left as they were."""
 
 import pytest
 
+# Runs playbooks that must find the site untouched by other tests: one xdist worker, in order (conftest.py).
+pytestmark = pytest.mark.xdist_group("playbooks")
+
 CASES = [
     pytest.param(["-e", "globus_auth_client_secret="], "globus_auth_client_secret", id="missing-globus-secret"),
     pytest.param(["-e", "globus_auth_client_secret=not-the-secret"], "refused the client credentials", id="wrong-globus-secret"),

@@ -3,6 +3,9 @@ cannot set spawner attributes (the upstream batchspawner hole)."""
 
 import pytest
 
+# Needs the hub up and its SSH to the cluster: with the tests that restart or cut them (conftest.py).
+pytestmark = pytest.mark.xdist_group("hub")
+
 testinfra_hosts = ["hub.gateway.test"]
 
 SSH = (

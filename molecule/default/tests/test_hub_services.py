@@ -3,6 +3,11 @@ with secrets made once and readable by root only."""
 
 import json
 
+import pytest
+
+# Restarts the hub or cuts its SSH to the cluster: one xdist worker, in order (conftest.py).
+pytestmark = pytest.mark.xdist_group("hub")
+
 testinfra_hosts = ["hub.gateway.test"]
 
 

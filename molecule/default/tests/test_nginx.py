@@ -192,6 +192,7 @@ def test_certbot_timer_renews_with_the_sites_ca_bundle(hub_host):
         assert "REQUESTS_CA_BUNDLE" not in environment
 
 
+@pytest.mark.xdist_group("playbooks")
 def test_forced_renewal_is_served_with_no_other_step(hub_host, testbed, testbed_dns, pebble_root):
     ctx = pebble_only(pebble_root)
     before, _, _ = handshake(testbed.hub_name, ctx)
@@ -211,6 +212,7 @@ def test_forced_renewal_is_served_with_no_other_step(hub_host, testbed, testbed_
 # --- 5. a broken config is refused and rolled back -------------------------------
 
 
+@pytest.mark.xdist_group("playbooks")
 def test_broken_extra_config_fails_and_keeps_the_old_site(run_playbook, tmp_path, hub_host, testbed, testbed_dns, pebble_root):
     ctx = pebble_only(pebble_root)
     files_before = nginx_files_digest(hub_host)
@@ -235,6 +237,7 @@ def test_broken_extra_config_fails_and_keeps_the_old_site(run_playbook, tmp_path
 # --- 6. bad input fails in validate.yml, before any change -----------------------
 
 
+@pytest.mark.xdist_group("playbooks")
 @pytest.mark.parametrize(
     ("extra_vars", "named"),
     [

@@ -20,6 +20,9 @@ from conftest import slurm_jobs
 
 from hpcgw_hub.spawner import user_id
 
+# Restarts the hub or cuts its SSH to the cluster: one xdist worker, in order (conftest.py).
+pytestmark = pytest.mark.xdist_group("hub")
+
 PREFIX = "hpcgw-hub"
 
 
