@@ -56,24 +56,40 @@ def hub_users(api_url: str, token: str) -> list[dict]:
         return json.load(reply)
 
 
-async def reap_once(gate: Gate, api_url: str, token: str, prefix: str) -> list[str]:
-    users = None
-    for _ in range(60):
+async def _users_or_none(api_url: str, token: str, attempts: int = 60) -> list[dict] | None:
+    for _ in range(attempts):
         try:
-            users = hub_users(api_url, token)
-            break
+            return hub_users(api_url, token)
         except OSError as error:
             log.info("Waiting for the hub API: %s", error)
             await asyncio.sleep(1)
-    if users is None:
+    return None
+
+
+async def reap_once(gate: Gate, api_url: str, token: str, prefix: str, grace: float = 10.0) -> list[str]:
+    """List the cluster's jobs FIRST, then ask the hub which it knows, and ask
+    again after `grace` seconds: a job submitted while the reaper looks is
+    saved by its spawner right after sbatch answers, so only a job still
+    unknown after the grace is an orphan (never a server that is starting)."""
+    if await _users_or_none(api_url, token) is None:
         log.error("The hub API did not answer; no orphans cancelled")
         return []
     listing = await gate.list_jobs(prefix)
     if not listing.ok:
         log.error("Cannot list the cluster's jobs: %s", listing.stderr.strip())
         return []
+    candidates = orphans(listing.stdout, prefix, known_job_ids(await _users_or_none(api_url, token) or []))
+    if not candidates:
+        log.info("Orphan check done: 0 cancelled")
+        return []
+    await asyncio.sleep(grace)
+    users = await _users_or_none(api_url, token, attempts=10)
+    if users is None:
+        log.error("The hub API did not answer; no orphans cancelled")
+        return []
+    known = known_job_ids(users)
     cancelled = []
-    for job_id in orphans(listing.stdout, prefix, known_job_ids(users)):
+    for job_id in (job for job in candidates if job not in known):
         result = await gate.cancel(job_id)
         log.warning("Orphaned job %s: %s", job_id, "cancelled" if result.ok else result.stderr.strip())
         if result.ok:

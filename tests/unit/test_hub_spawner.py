@@ -147,6 +147,35 @@ def test_reaper_cancels_only_this_hubs_unknown_jobs():
     assert orphans(listing, "hpcgw-hub", known_job_ids(users)) == ["102"]
 
 
+def test_reaper_spares_a_job_its_spawner_saves_while_the_reaper_looks(monkeypatch):
+    """The hub restarts while bob's server starts: the reaper sees job 102 on the
+    cluster before bob's spawner has saved it. Only 103, still unknown after the
+    grace, is cancelled (measured on the test bed: this race cancelled a spawn)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from hpcgw_hub import reaper
+
+    answers = iter([
+        [],                                                   # the hub is up
+        [],                                                   # before 102 is saved
+        [{"servers": {"": {"state": {"job_id": "102"}}}}],    # after the grace
+    ])
+    monkeypatch.setattr(reaper, "hub_users", lambda url, token: next(answers))
+    cancelled = []
+
+    class FakeGate:
+        async def list_jobs(self, prefix):
+            return SimpleNamespace(ok=True, stdout="102 hpcgw-hub-u-b RUNNING\n103 hpcgw-hub-u-c RUNNING\n", stderr="")
+
+        async def cancel(self, job_id):
+            cancelled.append(job_id)
+            return SimpleNamespace(ok=True, stdout="", stderr="")
+
+    done = asyncio.run(reaper.reap_once(FakeGate(), "http://hub/api", "t", "hpcgw-hub", grace=0))
+    assert done == cancelled == ["103"]
+
+
 def test_the_placeholder_spawner_refuses_in_words():
     import asyncio
 
