@@ -7,14 +7,15 @@ their public names; `testbed_dns` maps those names to container addresses
 inside this process only (no /etc/hosts change), so every client still
 verifies TLS by name exactly as it would on the internet.
 
-Verify runs on two pytest-xdist workers (`--dist loadgroup`, molecule.yml):
+Verify runs on three pytest-xdist workers (`--dist loadgroup`, molecule.yml):
   - group "playbooks": tests that run site.yml or a role and assert what it
-    changed (second converge, --check, bad settings, nginx rollback, forced
-    renewal), in order on one worker: nothing else changes files meanwhile;
+    changed (second converge, --check, nginx rollback, forced renewal), in
+    order on one worker: nothing else changes files meanwhile;
   - group "hub": tests that restart the hub or cut its SSH to the cluster,
     and the tests that need both up (spawn, login, gate), in order on the
     other worker;
-  - the rest (read-only checks of the hosts) wherever a worker is free.
+  - the rest (read-only checks of the hosts, and bad settings, which stop
+    in the preflight before any change) wherever a worker is free.
 """
 
 from __future__ import annotations

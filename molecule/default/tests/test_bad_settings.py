@@ -3,8 +3,8 @@ message naming the variable; the hosts are left as they were."""
 
 import pytest
 
-# Runs playbooks that must find the site untouched by other tests: one xdist worker, in order (conftest.py).
-pytestmark = pytest.mark.xdist_group("playbooks")
+# No xdist group: every run stops in the preflight, before any change, so it
+# may run beside anything (conftest.py).
 
 CASES = [
     pytest.param(["-e", "globus_auth_client_secret="], "globus_auth_client_secret", id="missing-globus-secret"),
