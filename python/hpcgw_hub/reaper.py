@@ -71,14 +71,15 @@ async def reap_once(gate: Gate, api_url: str, token: str, prefix: str, grace: fl
     again after `grace` seconds: a job submitted while the reaper looks is
     saved by its spawner right after sbatch answers, so only a job still
     unknown after the grace is an orphan (never a server that is starting)."""
-    if await _users_or_none(api_url, token) is None:
-        log.error("The hub API did not answer; no orphans cancelled")
-        return []
     listing = await gate.list_jobs(prefix)
     if not listing.ok:
         log.error("Cannot list the cluster's jobs: %s", listing.stderr.strip())
         return []
-    candidates = orphans(listing.stdout, prefix, known_job_ids(await _users_or_none(api_url, token) or []))
+    users = await _users_or_none(api_url, token)  # waits while the hub starts
+    if users is None:
+        log.error("The hub API did not answer; no orphans cancelled")
+        return []
+    candidates = orphans(listing.stdout, prefix, known_job_ids(users))
     if not candidates:
         log.info("Orphan check done: 0 cancelled")
         return []

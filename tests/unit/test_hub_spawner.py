@@ -157,7 +157,6 @@ def test_reaper_spares_a_job_its_spawner_saves_while_the_reaper_looks(monkeypatc
     from hpcgw_hub import reaper
 
     answers = iter([
-        [],                                                   # the hub is up
         [],                                                   # before 102 is saved
         [{"servers": {"": {"state": {"job_id": "102"}}}}],    # after the grace
     ])
