@@ -14,6 +14,8 @@ Verify runs on three pytest-xdist workers (`--dist loadgroup`, molecule.yml):
   - group "hub": tests that restart the hub or cut its SSH to the cluster,
     and the tests that need both up (spawn, login, gate), in order on the
     other worker;
+  - group "gateway": the gateway role's tests, which submit and list their
+    own Slurm jobs by one name prefix;
   - the rest (read-only checks of the hosts, and bad settings, which stop
     in the preflight before any change) wherever a worker is free.
 """

@@ -8,6 +8,10 @@ import time
 
 import pytest
 
+# Its tests submit real jobs named hpcgw-verify-* and list them by that prefix:
+# one xdist worker, in order, so one test never sees another's job (conftest.py).
+pytestmark = pytest.mark.xdist_group("gateway")
+
 testinfra_hosts = ["login.cluster.test"]
 
 ROOT = "/home/gateway/hpcgw"
