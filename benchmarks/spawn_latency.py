@@ -22,7 +22,9 @@ import argparse
 import concurrent.futures
 import datetime
 import json
+import os
 import pathlib
+import random
 import statistics
 import subprocess
 import sys
@@ -35,6 +37,7 @@ sys.path.insert(0, str(REPO / "tests" / "testbed"))
 from hubclient import HubUser, Testbed, browser_session, globus_login, public_names, public_roots  # noqa: E402
 
 STOCK = "c.GatewaySpawner.reuse_ssh_connection = False\nc.GatewaySpawner.stop_poll_interval = 1.0\n"
+QUIET_LOAD = 0.75 * (os.cpu_count() or 1)  # below three quarters of the cores busy
 STOCK_FRAGMENT = "/etc/jupyterhub/conf.d/90-benchmark-stock-settings.py"
 
 
@@ -74,16 +77,25 @@ def summary(values: list[float]) -> dict:
 
 
 def measure(users: list[HubUser], rounds: int) -> dict:
+    # The load average says whether the figures are comparable: on this kind
+    # of 2-core machine a notebook's start doubles beside a molecule run.
+    load_before = os.getloadavg()[0]
     spawns, stops = [], []
+    pause = random.Random(rounds)
     for _ in range(rounds):
         spawns.append(timed_spawn(users[0]))
         stops.append(timed_stop(users[0]))
+        # Slurm 24.11 starts a batch job on the 1-s tick of slurmctld's
+        # background loop (or when another job's epilog completes): a random
+        # pause keeps the rounds from locking onto that tick's phase.
+        time.sleep(pause.uniform(0, 1))
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
         together = list(pool.map(timed_spawn, users))
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
         together_stops = list(pool.map(timed_stop, users))
     return {"spawn_in_a_row": summary(spawns), "stop_in_a_row": summary(stops),
-            "spawn_at_once": summary(together), "stop_at_once": summary(together_stops)}
+            "spawn_at_once": summary(together), "stop_at_once": summary(together_stops),
+            "load_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}}
 
 
 def main() -> None:
@@ -122,7 +134,13 @@ def main() -> None:
     print(f"{'settings':<30} {'measure':<16} {'min':>6} {'median':>7} {'max':>6}  (seconds)")
     for settings, measures in results.items():
         for name, s in measures.items():
-            print(f"{settings:<30} {name:<16} {s['min']:>6} {s['median']:>7} {s['max']:>6}")
+            if name != "load_1min":
+                print(f"{settings:<30} {name:<16} {s['min']:>6} {s['median']:>7} {s['max']:>6}")
+        load = measures["load_1min"]
+        print(f"{settings:<30} load average (1 min) {load['before']} before, {load['after']} after")
+    if results["gateway"]["load_1min"]["before"] > QUIET_LOAD:
+        print(f"warning: the machine was busy before the run (1-min load above {QUIET_LOAD:.1f} on {os.cpu_count()} cores);"
+              " these figures are not comparable with a quiet machine's")
     print(f"written: {out.relative_to(REPO)}")
 
 
