@@ -12,7 +12,6 @@ with (or "passed"), so one ansible-playbook run checks them all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
