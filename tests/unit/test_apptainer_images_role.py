@@ -143,7 +143,7 @@ def results(tmp_path_factory):
     out.mkdir()
     inventory = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
                          "children": {
-                             "hub": {"hosts": {"hub": {"jupyterhub_version": HUB_VERSION}}},
+                             "hub": {"hosts": {"hubvm": {"jupyterhub_version": HUB_VERSION}}},
                              "cluster": {"hosts": {"login": {"fakes": str(fakes), "gateway_root": "/srv/hpcgw"}}}}}}
     (here / "ansible.cfg").write_text("[defaults]\nstdout_callback = default\n")
     (here / "inventory.yml").write_text(yaml.safe_dump(inventory))
