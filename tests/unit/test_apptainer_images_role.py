@@ -1,0 +1,227 @@
+"""roles/apptainer_images, run for real with ansible-playbook on localhost
+(connection local, no become, nothing changed): the `validate` entry point
+(argument spec, then tasks/validate.yml and the runtime's detection, with
+fake `apptainer`/`singularity` programs that print a version), and the
+templates rendered the way the role renders them (notebook.def.j2 with the
+hub's jupyterhub_version, images.json.j2).
+
+One playbook, one play per case; each case records the message it failed
+with (or "passed"), so one ansible-playbook run checks them all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = ROOT / "roles" / "apptainer_images"
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+HUB_VERSION = "5.4.1"  # the hub's jupyterhub_version in the test inventory (not the role's default)
+SHA = "sha256:" + "ab" * 32
+
+GOOD_IMAGE = {"name": "notebook", "label": "JupyterLab", "description": "", "definition": "notebook.def.j2"}
+
+# name -> (variables of the play, fragment the failure message must contain; None: passes)
+CASES: dict[str, tuple[dict, str | None]] = {
+    "defaults": ({}, None),
+    "all_sources": ({"apptainer_images_list": [
+        GOOD_IMAGE,
+        {"name": "r-4.4", "label": "R", "description": "R 4.4", "url": "https://example.org/r.sif", "checksum": SHA,
+         "command": ["/opt/r/bin/jupyterhub-singleuser", "--debug"]},
+        {"name": "site_ml", "label": "ML", "description": "", "file": "files/ml.sif"},
+    ], "apptainer_images_binds": [{"src": "/data/sets", "dest": "/datasets", "mode": "ro"}, {"src": "/scratch"}]}, None),
+    "base_and_ca": ({"apptainer_images_base_image": "/srv/base/debian.sif",
+                     "apptainer_images_ca_bundle": "/etc/ssl/certs/site-ca.pem"}, None),
+    "empty_list": ({"apptainer_images_list": []}, "apptainer_images_list must name at least one image"),
+    "bad_name": ({"apptainer_images_list": [GOOD_IMAGE, {**GOOD_IMAGE, "name": "Bad/Name"}]},
+                 "apptainer_images_list[1].name must be a safe id"),
+    "duplicate": ({"apptainer_images_list": [GOOD_IMAGE, GOOD_IMAGE]},
+                  "apptainer_images_list names an image twice: notebook"),
+    "two_sources": ({"apptainer_images_list": [{**GOOD_IMAGE, "file": "x.sif"}]},
+                    "apptainer_images_list[0] (notebook) must have exactly one source"),
+    "no_source": ({"apptainer_images_list": [{"name": "a", "label": "A", "description": ""}]},
+                  "it has none"),
+    "bad_checksum": ({"apptainer_images_list": [
+        GOOD_IMAGE, GOOD_IMAGE | {"name": "b"},
+        {"name": "c", "label": "C", "description": "", "url": "https://example.org/c.sif", "checksum": "sha256:abc"},
+    ]}, "apptainer_images_list[2].checksum must be sha256:<64 hex>"),
+    "missing_checksum": ({"apptainer_images_list": [
+        {"name": "c", "label": "C", "description": "", "url": "https://example.org/c.sif"}]},
+        "apptainer_images_list[0].checksum must be sha256:<64 hex>"),
+    "checksum_without_url": ({"apptainer_images_list": [GOOD_IMAGE | {"checksum": SHA}]},
+                             "apptainer_images_list[0].checksum is only for a url image"),
+    "no_label": ({"apptainer_images_list": [GOOD_IMAGE | {"label": " "}]},
+                 "apptainer_images_list[0] (notebook) needs a label"),
+    "unknown_field": ({"apptainer_images_list": [GOOD_IMAGE | {"labl": "x"}]}, "labl"),
+    "bad_command": ({"apptainer_images_list": [GOOD_IMAGE | {"command": ["jupyterhub-singleuser", ""]}]},
+                    "apptainer_images_list[0].command must be a non-empty list"),
+    "bind_comma": ({"apptainer_images_binds": [{"src": "/data"}, {"src": "/a,b", "dest": "/x"}]},
+                   "apptainer_images_binds[1] must be {src, dest, mode}"),
+    "bind_colon": ({"apptainer_images_binds": [{"src": "/data", "dest": "/d:rw"}]},
+                   "apptainer_images_binds[0] must be {src, dest, mode}"),
+    "bind_relative": ({"apptainer_images_binds": [{"src": "data"}]}, "apptainer_images_binds[0] must be"),
+    "bind_dotdot": ({"apptainer_images_binds": [{"src": "/data/../etc"}]}, "apptainer_images_binds[0] must be"),
+    "bind_mode": ({"apptainer_images_binds": [{"src": "/data", "mode": "rwx"}]}, "mode"),
+    "bind_home": ({"apptainer_images_binds": [{"src": "/data", "dest": "/home/user/data"}]},
+                  "must not bind onto /home or /home/user"),
+    "wrong_hub_version": ({"apptainer_images_notebook_packages": {"jupyterhub": "5.5.4", "jupyterlab": "4.6.6"}},
+                          f"must equal the hub's jupyterhub_version ({HUB_VERSION})"),
+    "version_range": ({"apptainer_images_notebook_packages": {"jupyterhub": HUB_VERSION, "jupyterlab": ">=4"}},
+                      "exact versions"),
+    "bad_gpu_flag": ({"apptainer_images_gpu_flag": "--nv --rocm"}, "apptainer_images_gpu_flag must be"),
+    "bad_base_image": ({"apptainer_images_base_image": "base.sif"}, "apptainer_images_base_image"),
+    "bad_command_choice": ({"apptainer_images_command": "docker"}, "apptainer_images_command must be auto"),
+    "runtime_missing": ({"apptainer_images_command": "singularity"},
+                        'apptainer_images_command is "singularity" but singularity is installed on'),
+    "apptainer_too_old": ({"apptainer_images_command": "{{ fakes }}/old/apptainer"},
+                          "is a apptainer 1.0.3; the gateway needs Apptainer >= 1.1 or SingularityCE >= 3.9"),
+    "singularity_too_old": ({"apptainer_images_command": "{{ fakes }}/sce-old/singularity"},
+                            "is a singularity 3.8.4"),
+    "singularity_ok": ({"apptainer_images_command": "{{ fakes }}/sce/singularity"}, None),
+    "not_a_runtime": ({"apptainer_images_command": "{{ fakes }}/junk/apptainer"},
+                      "not a runtime whose version it could read"),
+}
+
+FAKES = {
+    "ok/apptainer": "echo 'apptainer version 1.4.5'",
+    "old/apptainer": "echo 'apptainer version 1.0.3'",
+    "sce/singularity": "echo 'singularity-ce version 4.1.2-noble'",
+    "sce-old/singularity": "echo 'singularity-ce version 3.8.4'",
+    "junk/apptainer": "echo 'hello'",
+}
+
+
+def play(name: str, variables: dict, out: Path) -> dict:
+    return {
+        "name": name,
+        "hosts": "login",
+        "gather_facts": False,
+        "vars": variables,
+        "tasks": [{
+            "name": "Case",
+            "block": [
+                {"name": "Validate", "ansible.builtin.include_role": {
+                    "name": str(ROLE), "tasks_from": "validate", "public": True}},
+                {"name": "Render the default definition", "ansible.builtin.template": {
+                    "src": str(ROLE / "templates" / "notebook.def.j2"), "dest": str(out / f"{name}.def")},
+                 "vars": {"__apptainer_images_item": {"name": "notebook"}}},
+                {"name": "Render images.json", "ansible.builtin.template": {
+                    "src": str(ROLE / "templates" / "images.json.j2"), "dest": str(out / f"{name}.images.json")}},
+                {"name": "Record the published fact", "ansible.builtin.copy": {
+                    "content": "{{ apptainer_images_published | to_json }}", "dest": str(out / f"{name}.published")}},
+                {"name": "Passed", "ansible.builtin.copy": {"content": "passed", "dest": str(out / f"{name}.result")}},
+            ],
+            "rescue": [{"name": "Record the failure", "ansible.builtin.copy": {
+                # A loop's failure: the failed items' messages.
+                "content": "{{ ansible_failed_result.results | default([]) | selectattr('failed', 'defined')"
+                           " | selectattr('failed') | map(attribute='msg') | join(' // ')"
+                           " or ansible_failed_result.msg | default(ansible_failed_result) }}",
+                "dest": str(out / f"{name}.result")}}],
+        }],
+    }
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    if not ANSIBLE_PLAYBOOK.exists() or not shutil.which("python3", path="/usr/bin"):
+        pytest.skip("needs ansible-playbook beside pytest and /usr/bin/python3")
+    here = tmp_path_factory.mktemp("apptainer-images")
+    fakes = here / "fakes"
+    for path, body in FAKES.items():
+        program = fakes / path
+        program.parent.mkdir(parents=True, exist_ok=True)
+        program.write_text(f"#!/bin/sh\n{body}\n")
+        program.chmod(0o755)
+    out = here / "out"
+    out.mkdir()
+    inventory = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+                         "children": {
+                             "hub": {"hosts": {"hubvm": {"jupyterhub_version": HUB_VERSION}}},
+                             "cluster": {"hosts": {"login": {"fakes": str(fakes), "gateway_root": "/srv/hpcgw"}}}}}}
+    (here / "ansible.cfg").write_text("[defaults]\nstdout_callback = default\n")
+    (here / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    (here / "site.yml").write_text(yaml.safe_dump([play(name, variables, out) for name, (variables, _) in CASES.items()]))
+    env = {
+        # apptainer (1.4.5) is on PATH for `auto`; singularity is not.
+        "PATH": f"{fakes / 'ok'}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(here), "LANG": "C.UTF-8",
+        "ANSIBLE_LOCAL_TEMP": str(here / "tmp"), "ANSIBLE_REMOTE_TEMP": str(here / "tmp"),
+        "ANSIBLE_CONFIG": str(here / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "false",
+    }
+    run = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(here / "inventory.yml"), str(here / "site.yml")],
+        env=env, cwd=here, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_validate(results, case):
+    expected = CASES[case][1]
+    result = " ".join((results / f"{case}.result").read_text().split())
+    if expected is None:
+        assert result == "passed"
+    else:
+        assert expected in result, result
+
+
+def test_the_definition_has_the_hubs_jupyterhub_and_debootstraps_without_a_base(results):
+    definition = (results / "defaults.def").read_text()
+    assert "Bootstrap: debootstrap\nOSVersion: trixie\nMirrorURL: http://deb.debian.org/debian\n" in definition
+    assert f"jupyterhub=={HUB_VERSION} \\" in definition
+    assert "jupyterlab==4.6.6" in definition
+    assert "python3-venv" in definition
+    assert "%files" not in definition and "PIP_CERT" not in definition
+    assert 'exec "$@"' in definition
+    assert f"org.hpcgateway.jupyterhub {HUB_VERSION}" in definition
+
+
+def test_the_definition_from_a_base_image_with_the_sites_ca(results):
+    definition = (results / "base_and_ca.def").read_text()
+    assert "Bootstrap: localimage\nFrom: /srv/base/debian.sif\n" in definition
+    assert "debootstrap" not in definition
+    assert "%files\n    /etc/ssl/certs/site-ca.pem /etc/hpcgw/pip-ca.pem\n" in definition
+    assert "export PIP_CERT=/etc/hpcgw/pip-ca.pem\n    /opt/notebook/bin/pip install" in definition
+
+
+def test_images_json_and_the_published_list(results):
+    images = json.loads((results / "all_sources.images.json").read_text())
+    assert images == {
+        "runtime": str(results.parent / "fakes" / "ok" / "apptainer"),
+        "runtime_kind": "apptainer",
+        "images": [
+            {"name": "notebook", "label": "JupyterLab", "description": "", "path": "/srv/hpcgw/images/notebook.sif",
+             "command": ["jupyterhub-singleuser"]},
+            {"name": "r-4.4", "label": "R", "description": "R 4.4", "path": "/srv/hpcgw/images/r-4.4.sif",
+             "command": ["/opt/r/bin/jupyterhub-singleuser", "--debug"]},
+            {"name": "site_ml", "label": "ML", "description": "", "path": "/srv/hpcgw/images/site_ml.sif",
+             "command": ["jupyterhub-singleuser"]},
+        ],
+        "binds": [{"src": "/data/sets", "dest": "/datasets", "mode": "ro"},
+                  {"src": "/scratch", "dest": "/scratch", "mode": "ro"}],
+        "gpu_flag": "--nv",
+    }
+    assert json.loads((results / "all_sources.published").read_text()) == [
+        {"name": "notebook", "label": "JupyterLab", "description": ""},
+        {"name": "r-4.4", "label": "R", "description": "R 4.4"},
+        {"name": "site_ml", "label": "ML", "description": ""},
+    ]
+    singularity = json.loads((results / "singularity_ok.images.json").read_text())
+    assert singularity["runtime_kind"] == "singularity"
+    assert singularity["runtime"].endswith("/sce/singularity")
+
+
+def test_images_json_is_what_the_job_wrapper_accepts(results):
+    from test_gateway_job_images import job
+
+    for case in ("defaults", "all_sources", "singularity_ok"):
+        images = job.read_images(results / f"{case}.images.json")
+        assert images["images"][0]["name"] == "notebook"
