@@ -1,12 +1,26 @@
-"""Spawn options: what a user may ask for, checked against what the admin allows.
+"""Spawn options: what a user may ask for, checked against the admin's profiles.
 
 One function, `validate`, serves the spawn form and the REST API alike: the
 JSON body of ``POST /hub/api/users/{name}/server`` becomes ``user_options``
-unchanged, so nothing a user sends reaches the batch script unchecked.
+unchanged, and the form's fields become the same options (`from_form`), so
+nothing a user sends reaches the batch script unchecked.
+
+A profile (role variable ``spawner_profiles``, one dict each) is::
+
+    {"name": "compute", "label": "CPU notebook", "partition": "compute",
+     "default_minutes": 60, "max_minutes": 480, "default_cpus": 1, "max_cpus": 4,
+     "default_memory_mb": 2048, "max_memory_mb": 8192,
+     "default_gpus": 0, "max_gpus": 0,          # both optional: no GPUs
+     "images": ["notebook", "datascience"]}     # the first is the default
+
+A user may ask for any whole number from 1 (GPUs: 0) up to the profile's
+maximum; what they do not choose is the profile's default, and a missing
+profile is the first one.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -16,14 +30,19 @@ class OptionsError(ValueError):
 
 @dataclass(frozen=True)
 class JobRequest:
+    profile: str
     partition: str
+    image: str
     minutes: int
     cpus: int
     memory_mb: int
     gpus: int
 
 
-FIELDS = ("partition", "minutes", "cpus", "memory_mb", "gpus")
+FIELDS = ("profile", "image", "minutes", "cpus", "memory_mb", "gpus")
+# The numeric options, the least a user may ask for, and how the form names them.
+RESOURCES = {"minutes": 1, "cpus": 1, "memory_mb": 1, "gpus": 0}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def _whole_number(name: str, value, low: int, high: int) -> int:
@@ -35,45 +54,115 @@ def _whole_number(name: str, value, low: int, high: int) -> int:
     return value
 
 
-def validate(user_options: dict, partitions: dict, defaults: dict) -> JobRequest:
+def limits(profile: dict, field: str) -> tuple[int, int, int]:
+    """(least, default, most) a user may ask for of `field` in `profile`."""
+    least = RESOURCES[field]
+    return least, profile.get(f"default_{field}", least), profile.get(f"max_{field}", least)
+
+
+def check_profiles(profiles: list, images: list | None = None) -> None:
+    """Raise ValueError naming the first wrong field of the admin's profiles.
+
+    The role checks the same with Ansible before the hub is configured; this
+    guards a hand-written config. With `images` (the catalogue, a list of
+    {name, label, description}), every image a profile offers must be in it.
+    """
+    known = None if images is None else {image.get("name") for image in images if isinstance(image, dict)}
+    if not isinstance(profiles, list) or not profiles:
+        raise ValueError("profiles must be a non-empty list")
+    names = set()
+    for index, profile in enumerate(profiles):
+        where = f"profiles[{index}]"
+        if not isinstance(profile, dict):
+            raise ValueError(f"{where} must be a mapping")
+        for key in ("name", "label", "partition"):
+            if not isinstance(profile.get(key), str) or not profile[key]:
+                raise ValueError(f"{where}.{key} must be a non-empty string")
+        if not NAME.match(profile["name"]) or profile["name"] in names:
+            raise ValueError(f"{where}.name must be a unique word of letters, digits, '_', '.', '-'")
+        names.add(profile["name"])
+        if not NAME.match(profile["partition"]):
+            raise ValueError(f"{where}.partition is not a Slurm partition name")
+        for field in RESOURCES:
+            least, default, most = limits(profile, field)
+            for key, value in ((f"max_{field}", most), (f"default_{field}", default)):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"{where}.{key} must be a whole number")
+            if not least <= default <= most:
+                raise ValueError(f"{where}.default_{field} must be between {least} and max_{field} ({most})")
+        offered = profile.get("images")
+        if not isinstance(offered, list) or not offered or not all(isinstance(i, str) and NAME.match(i) for i in offered):
+            raise ValueError(f"{where}.images must be a non-empty list of image names")
+        if known is not None and set(offered) - known:
+            raise ValueError(f"{where}.images names images not in the image list: {sorted(set(offered) - known)}")
+
+
+def validate(user_options: dict, profiles: list) -> JobRequest:
     """Return the job to submit, or raise OptionsError naming the bad option.
 
-    `partitions` maps each allowed partition to its limits:
-    ``{"max_minutes": int, "max_cpus": int, "max_memory_mb": int, "max_gpus": int}``;
-    `defaults` gives each field's value when the user does not choose it.
+    `profiles` are the admin's profiles (see the module's help); the first one
+    is the default.
     """
     if not isinstance(user_options, dict):
         raise OptionsError("spawn options must be a JSON object")
-    unknown = sorted(set(user_options) - set(FIELDS))
+    unknown = sorted(set(map(str, user_options)) - set(FIELDS))
     if unknown:
-        raise OptionsError(f"unknown spawn option(s): {', '.join(map(str, unknown))}")
-    chosen = {**defaults, **user_options}
-    partition = chosen.get("partition")
-    if not isinstance(partition, str) or partition not in partitions:
-        raise OptionsError(f"partition must be one of {', '.join(sorted(partitions))} (asked: {partition!r})")
-    limits = partitions[partition]
-    return JobRequest(
-        partition=partition,
-        minutes=_whole_number("minutes", chosen.get("minutes"), 1, limits["max_minutes"]),
-        cpus=_whole_number("cpus", chosen.get("cpus"), 1, limits["max_cpus"]),
-        memory_mb=_whole_number("memory_mb", chosen.get("memory_mb"), 1, limits["max_memory_mb"]),
-        gpus=_whole_number("gpus", chosen.get("gpus", 0), 0, limits.get("max_gpus", 0)),
-    )
+        raise OptionsError(
+            f"unknown spawn option(s): {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
+    by_name = {profile["name"]: profile for profile in profiles}
+    name = user_options.get("profile", profiles[0]["name"])
+    if not isinstance(name, str) or name not in by_name:
+        raise OptionsError(f"profile must be one of {', '.join(by_name)} (asked: {name!r})")
+    profile = by_name[name]
+    offered = profile["images"]
+    image = user_options.get("image", offered[0])
+    if not isinstance(image, str) or image not in offered:
+        raise OptionsError(
+            f"image {image!r} is not offered with profile {name}; choose one of {', '.join(offered)}")
+    numbers = {}
+    for field in RESOURCES:
+        least, default, most = limits(profile, field)
+        numbers[field] = _whole_number(field, user_options.get(field, default), least, most)
+    return JobRequest(profile=name, partition=profile["partition"], image=image, **numbers)
+
+
+def remembered(user_options, profiles: list) -> dict:
+    """The form's prefill: the user's last choice where it is still allowed,
+    the profile's defaults elsewhere (and the first profile if theirs is gone)."""
+    last = user_options if isinstance(user_options, dict) else {}
+    by_name = {profile["name"]: profile for profile in profiles}
+    profile = by_name.get(last.get("profile")) if isinstance(last.get("profile"), str) else None
+    if profile is None:
+        profile, last = profiles[0], {}
+    image = last.get("image")
+    chosen = {"profile": profile["name"], "image": image if image in profile["images"] else profile["images"][0]}
+    for field in RESOURCES:
+        least, default, most = limits(profile, field)
+        value = last.get(field)
+        ok = isinstance(value, int) and not isinstance(value, bool) and least <= value <= most
+        chosen[field] = value if ok else default
+    return chosen
 
 
 def from_form(formdata: dict) -> dict:
-    """The spawn form's fields (lists of strings) as user_options (checked later)."""
+    """The spawn form's fields (lists of strings) as user_options, typed.
+
+    Fields left empty are left out (the profile's default applies); fields
+    the form does not have are kept, so that `validate` refuses them by name.
+    """
     options: dict = {}
-    for name in FIELDS:
-        values = formdata.get(name)
-        if not values or values[0] == "":
+    for name, values in formdata.items():
+        if name == "_xsrf" or not isinstance(values, list) or not values:
             continue
         value = values[0]
-        if name == "partition":
-            options[name] = value
-        else:
+        value = value.strip() if isinstance(value, str) else value
+        if value == "":
+            continue
+        if name in RESOURCES:
             try:
-                options[name] = int(value)
-            except ValueError:
+                options[name] = int(value, 10)
+            except (TypeError, ValueError):
                 raise OptionsError(f"{name} must be a whole number, not {value!r}") from None
+        else:
+            options[name] = value
     return options

@@ -5,7 +5,9 @@ A batchspawner subclass for hubs whose users are not Unix users anywhere:
   gate (`hpcgw_hub.gate`), never through a shell on either side;
 - the batch script is built here with every value checked and shell-quoted;
   spawn options from the form or the REST API are checked against the admin's
-  limits first (`hpcgw_hub.options`): outside values are a 400, and no job;
+  profiles first (`hpcgw_hub.options`): outside values are a 400, and no job;
+- the spawn form is made from the profiles and the cluster's image list
+  (`hpcgw_hub.form`), prefilled with the user's last choice;
 - the job reports its port through `hpcgw_hub.callback` once its notebook
   listens; the hub reaches it at 127.0.0.1:<port>, the hub end of its tunnel;
 - an SSH or Slurm error while checking a job is "unknown": retried, and never
@@ -25,15 +27,32 @@ import shlex
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
 from batchspawner import BatchSpawnerBase, JobStatus
 from tornado import web
-from traitlets import Bool, Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default
+from traitlets import validate as validate_trait
 
 from .gate import Gate
-from .options import OptionsError, from_form, validate
+from .form import render
+from .options import OptionsError, check_profiles, from_form, remembered, validate
 
 PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
 RUNNING = {"RUNNING"}
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 SLURM_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def refused(error: OptionsError) -> web.HTTPError:
+    """A 400 whose text the user sees: in the REST API's JSON, on the spawn form
+    (JupyterHub shows str() of an error from options_from_form or an early
+    start) and on the spawn-pending page (which shows only `jupyterhub_message`)."""
+    message = f"Spawn options refused: {error}"
+    http_error = web.HTTPError(400, "%s", message)
+    http_error.jupyterhub_message = message
+    return http_error
+
+
+def _profile_form(spawner) -> str:
+    # Spawner.get_options_form() calls options_form(spawner).
+    return spawner.profile_form()
 
 
 def user_id(username: str) -> str:
@@ -53,12 +72,14 @@ class GatewaySpawner(BatchSpawnerBase):
     control_path = Unicode("/run/jupyterhub/ssh-%C", config=True, help="The shared SSH connection's socket.")
     command_timeout = Float(20, config=True, help="Seconds one gate command may take.")
     job_name_prefix = Unicode("hpcgw", config=True, help="Slurm job names: <prefix>-<user id>. One per hub.")
-    partitions = Dict(
+    profiles = List(
+        Dict(),
         config=True,
-        help="Allowed partitions and their limits: {name: {max_minutes, max_cpus, max_memory_mb, max_gpus}}.",
+        help="What users may ask for: a list of profiles {name, label, partition, default_/max_ minutes, cpus, "
+        "memory_mb, gpus, images}; the first is the default (see hpcgw_hub.options).",
     )
-    default_options = Dict(
-        config=True, help="Each option's value when the user does not choose: partition, minutes, cpus, memory_mb, gpus."
+    images = List(
+        Dict(), config=True, help="The images the cluster offers: a list of {name, label, description}."
     )
     status_retries = Integer(2, config=True, help="Retries of a failed status check before it counts as unknown.")
     status_retry_delay = Float(1.0, config=True, help="Seconds before the first retry (doubles each time).")
@@ -72,6 +93,18 @@ class GatewaySpawner(BatchSpawnerBase):
     # One Gate (and so one SSH master) per set of connection settings, shared
     # by every spawner of this hub process.
     _gates: dict = {}
+
+    @validate_trait("profiles")
+    def _check_profiles(self, proposal):
+        try:
+            check_profiles(proposal.value)
+        except ValueError as error:
+            raise TraitError(f"GatewaySpawner.{error}") from None
+        return proposal.value
+
+    @default("options_form")
+    def _options_form_default(self):
+        return _profile_form
 
     @default("ip")
     def _ip_default(self):
@@ -115,23 +148,39 @@ class GatewaySpawner(BatchSpawnerBase):
         return self._gates[key]
 
     # -- spawn options -----------------------------------------------------
+    def profile_form(self) -> str:
+        """The spawn form, prefilled with the user's last options where still allowed.
+
+        JupyterHub keeps the last options of each server in its database
+        (orm Spawner.user_options, set on every spawn request that carries
+        options) and hands them to a new spawner as `user_options`.
+        """
+        return render(self.profiles, self.images, remembered(self.user_options, self.profiles))
+
     def options_from_form(self, formdata):
+        """The form's fields as typed options, checked as the REST API's are."""
         try:
-            return from_form(formdata)
+            options = from_form(formdata)
+            validate(options, self.profiles)
         except OptionsError as error:
-            raise web.HTTPError(400, str(error)) from None
+            raise refused(error) from None
+        return options
 
     def job_request(self):
+        """The job the user's options ask for; the same check for the form and the REST API."""
         try:
-            return validate(self.user_options or {}, self.partitions, self.default_options)
+            return validate(self.user_options or {}, self.profiles)
         except OptionsError as error:
-            raise web.HTTPError(400, f"Spawn options refused: {error}") from None
+            raise refused(error) from None
 
     # -- the batch script --------------------------------------------------
-    def job_environment(self) -> dict:
+    def job_environment(self, request) -> dict:
         env = {k: v for k, v in self.get_env().items() if k.startswith("JUPYTERHUB_")}
         env.update({k: v for k, v in self.environment.items() if isinstance(v, str)})
+        # The job wrapper's contract (docs/spawning.md); set last, so nothing overrides them.
         env["HPCGW_USER_ID"] = self.user_id
+        env["HPCGW_IMAGE"] = request.image
+        env["HPCGW_GPUS"] = str(request.gpus)
         env = {k: str(v) for k, v in env.items() if ENV_NAME.match(k) and k not in {"PATH", "HOME", "LD_PRELOAD"}}
         for name, value in env.items():
             if any(ord(c) < 32 or ord(c) == 127 for c in value):
@@ -155,7 +204,7 @@ class GatewaySpawner(BatchSpawnerBase):
         ]
         if request.gpus:
             lines.append(f"#SBATCH --gres=gpu:{request.gpus}")
-        lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(self.job_environment().items())]
+        lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(self.job_environment(request).items())]
         lines.append(f"exec {shlex.quote(root + '/bin/hpcgw-job')}")
         return "\n".join(lines) + "\n"
 

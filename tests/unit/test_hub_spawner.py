@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from unittest.mock import Mock
@@ -9,53 +10,112 @@ from unittest.mock import Mock
 import pytest
 from jupyterhub import apihandlers
 from tornado import web
+from traitlets import TraitError
 
 from hpcgw_hub.callback import parse_port
-from hpcgw_hub.options import OptionsError, from_form, validate
+from hpcgw_hub.options import JobRequest, OptionsError, check_profiles, from_form, remembered, validate
 from hpcgw_hub.reaper import known_job_ids, orphans
 from hpcgw_hub.spawner import GatewaySpawner, user_id
 
-PARTITIONS = {
-    "compute": {"max_minutes": 480, "max_cpus": 2, "max_memory_mb": 4096, "max_gpus": 0},
-    "gpu": {"max_minutes": 60, "max_cpus": 1, "max_memory_mb": 2048, "max_gpus": 2},
-}
-DEFAULTS = {"partition": "compute", "minutes": 60, "cpus": 1, "memory_mb": 1024, "gpus": 0}
+PROFILES = [
+    {"name": "compute", "label": "CPU notebook", "partition": "compute",
+     "default_minutes": 60, "max_minutes": 480, "default_cpus": 1, "max_cpus": 2,
+     "default_memory_mb": 1024, "max_memory_mb": 4096, "images": ["notebook", "datascience"]},
+    {"name": "gpu", "label": "GPU notebook", "partition": "gpu",
+     "default_minutes": 30, "max_minutes": 60, "default_cpus": 1, "max_cpus": 1,
+     "default_memory_mb": 1024, "max_memory_mb": 2048, "default_gpus": 1, "max_gpus": 2,
+     "images": ["cuda", "notebook"]},
+]
+IMAGES = [
+    {"name": "notebook", "label": "Python notebook", "description": "JupyterLab and the scientific Python stack"},
+    {"name": "datascience", "label": "Data science", "description": "R and Python"},
+    {"name": "cuda", "label": "CUDA", "description": "PyTorch with CUDA"},
+    {"name": "unused", "label": "Not in any profile", "description": "never offered"},
+]
 
 
 def test_defaults_make_a_valid_request():
-    request = validate({}, PARTITIONS, DEFAULTS)
-    assert (request.partition, request.minutes, request.cpus, request.memory_mb, request.gpus) == (
-        "compute", 60, 1, 1024, 0)
+    assert validate({}, PROFILES) == JobRequest(
+        profile="compute", partition="compute", image="notebook", minutes=60, cpus=1, memory_mb=1024, gpus=0)
+    assert validate({"profile": "gpu"}, PROFILES) == JobRequest(
+        profile="gpu", partition="gpu", image="cuda", minutes=30, cpus=1, memory_mb=1024, gpus=1)
+    assert validate({"profile": "gpu", "image": "notebook", "minutes": 60, "cpus": 1, "memory_mb": 2048, "gpus": 0},
+                    PROFILES).image == "notebook"
 
 
 @pytest.mark.parametrize(
-    "options, named",
+    "options, message",
     [
-        ({"partition": "debug"}, "partition"),
-        ({"partition": "compute; id"}, "partition"),
-        ({"minutes": 481}, "minutes"),
-        ({"minutes": 0}, "minutes"),
-        ({"cpus": 3}, "cpus"),
-        ({"cpus": "2"}, "cpus"),
-        ({"cpus": True}, "cpus"),
-        ({"memory_mb": 10**9}, "memory_mb"),
-        ({"gpus": 1}, "gpus"),
-        ({"partition": "gpu", "gpus": 3}, "gpus"),
-        ({"req_options": "--uid=0"}, "unknown spawn option"),
-        ({"batch_cancel_cmd": "id"}, "unknown spawn option"),
+        ({"profile": "debug"}, "profile must be one of compute, gpu (asked: 'debug')"),
+        ({"profile": "compute; id"}, "profile must be one of compute, gpu (asked: 'compute; id')"),
+        ({"profile": ["gpu"]}, "profile must be one of compute, gpu (asked: ['gpu'])"),
+        ({"image": "cuda"}, "image 'cuda' is not offered with profile compute; choose one of notebook, datascience"),
+        ({"profile": "gpu", "image": "datascience"},
+         "image 'datascience' is not offered with profile gpu; choose one of cuda, notebook"),
+        ({"image": "unused"}, "image 'unused' is not offered with profile compute"),
+        ({"image": "../../etc/passwd"}, "image '../../etc/passwd' is not offered with profile compute"),
+        ({"image": 3}, "image 3 is not offered with profile compute"),
+        ({"minutes": 481}, "minutes must be between 1 and 480 (asked: 481)"),
+        ({"minutes": 0}, "minutes must be between 1 and 480 (asked: 0)"),
+        ({"profile": "gpu", "minutes": 61}, "minutes must be between 1 and 60 (asked: 61)"),
+        ({"minutes": 1.5}, "minutes must be a whole number, not 1.5"),
+        ({"cpus": 3}, "cpus must be between 1 and 2 (asked: 3)"),
+        ({"cpus": "2"}, "cpus must be a whole number, not '2'"),
+        ({"cpus": True}, "cpus must be a whole number, not True"),
+        ({"cpus": None}, "cpus must be a whole number, not None"),
+        ({"memory_mb": 10**9}, "memory_mb must be between 1 and 4096 (asked: 1000000000)"),
+        ({"memory_mb": -1}, "memory_mb must be between 1 and 4096 (asked: -1)"),
+        ({"gpus": 1}, "gpus must be between 0 and 0 (asked: 1)"),
+        ({"profile": "gpu", "gpus": 3}, "gpus must be between 0 and 2 (asked: 3)"),
+        ({"partition": "gpu"}, "unknown spawn option(s): partition (allowed: profile, image, minutes, cpus"),
+        ({"req_options": "--uid=0", "batch_cancel_cmd": "id"}, "unknown spawn option(s): batch_cancel_cmd, req_options"),
     ],
 )
-def test_options_outside_the_limits_are_refused(options, named):
+def test_options_outside_the_profile_are_refused_in_words(options, message):
     with pytest.raises(OptionsError) as refused:
-        validate(options, PARTITIONS, DEFAULTS)
-    assert named in str(refused.value)
+        validate(options, PROFILES)
+    assert message in str(refused.value)
 
 
-def test_form_fields_become_numbers_and_bad_numbers_are_named():
-    assert from_form({"partition": ["gpu"], "cpus": ["1"], "gpus": ["2"], "minutes": [""]}) == {
-        "partition": "gpu", "cpus": 1, "gpus": 2}
-    with pytest.raises(OptionsError, match="cpus"):
-        from_form({"cpus": ["two"]})
+def test_options_must_be_an_object():
+    with pytest.raises(OptionsError, match="must be a JSON object"):
+        validate(["profile", "gpu"], PROFILES)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"name": "a b"}, "profiles[1].name"),
+        ({"name": "compute"}, "profiles[1].name"),
+        ({"label": ""}, "profiles[1].label"),
+        ({"partition": "gpu;id"}, "profiles[1].partition"),
+        ({"max_minutes": "60"}, "profiles[1].max_minutes"),
+        ({"default_minutes": 61}, "profiles[1].default_minutes"),
+        ({"default_cpus": 0}, "profiles[1].default_cpus"),
+        ({"max_gpus": True}, "profiles[1].max_gpus"),
+        ({"images": []}, "profiles[1].images"),
+        ({"images": ["../x"]}, "profiles[1].images"),
+        ({"images": ["nosuch"]}, "profiles[1].images names images not in the image list"),
+    ],
+)
+def test_a_wrong_profile_is_named_by_its_field(change, field):
+    profiles = [PROFILES[0], {**PROFILES[1], **change}]
+    with pytest.raises(ValueError, match=re.escape(field)):
+        check_profiles(profiles, IMAGES)
+    if "image list" not in field:  # the spawner checks its profiles alone (the role checks them against the images)
+        with pytest.raises(TraitError, match=re.escape(field)):
+            GatewaySpawner(user=Mock(name="user"), profiles=profiles)
+
+
+def test_form_fields_become_typed_options():
+    assert from_form({"profile": ["gpu"], "image": ["cuda"], "cpus": ["1"], "gpus": [" 2 "], "minutes": [""],
+                      "memory_mb": ["2048"]}) == {"profile": "gpu", "image": "cuda", "cpus": 1, "gpus": 2,
+                                                  "memory_mb": 2048}
+    # Fields the form does not have stay, so that validate() refuses them by name.
+    assert from_form({"partition": ["gpu"], "_xsrf": ["x"]}) == {"partition": "gpu"}
+    for bad in ("two", "1.5", "0x10", "1e3"):
+        with pytest.raises(OptionsError, match=f"cpus must be a whole number, not '{bad}'"):
+            from_form({"cpus": [bad]})
 
 
 @pytest.mark.parametrize(
@@ -95,7 +155,7 @@ def test_user_ids_are_stable_safe_and_distinct():
 def spawner_for(username: str, environment: dict | None = None) -> GatewaySpawner:
     spawner = GatewaySpawner(
         user=Mock(name="user"), gateway_root="/home/gateway/hpcgw", cluster_host="login",
-        partitions=PARTITIONS, default_options=DEFAULTS, job_name_prefix="hpcgw-hub",
+        profiles=PROFILES, images=IMAGES, job_name_prefix="hpcgw-hub",
     )
     spawner.user.name = username
     spawner.environment = environment or {}
@@ -106,7 +166,7 @@ def spawner_for(username: str, environment: dict | None = None) -> GatewaySpawne
 def test_batch_script_quotes_every_value_for_a_hostile_username(tmp_path):
     hostile = "x'; touch pwned; echo '$(touch pwned2)`touch pwned3` #SBATCH --uid=0"
     spawner = spawner_for(hostile, {"EXTRA": "a b;c", "bad-name": "x"})
-    script = spawner.batch_script_for(validate({}, PARTITIONS, DEFAULTS))
+    script = spawner.batch_script_for(validate({}, PROFILES))
     lines = script.splitlines()
     # Slurm directives come only from the admin's names and checked numbers.
     assert [line for line in lines if line.startswith("#SBATCH")] == [
@@ -119,13 +179,14 @@ def test_batch_script_quotes_every_value_for_a_hostile_username(tmp_path):
         "#SBATCH --chdir=/home/gateway/hpcgw",
     ]
     assert "PATH=" not in script and "bad-name" not in script
+    assert "export HPCGW_IMAGE=notebook" in lines and "export HPCGW_GPUS=0" in lines
     # Run the script's exports in a real shell: every value arrives verbatim, nothing runs.
     exports = "\n".join(line for line in lines if line.startswith("export "))
     shown = subprocess.run(
-        ["bash", "-c", exports + '\nprintf "%s\\0" "$JUPYTERHUB_USER" "$EXTRA" "$HPCGW_USER_ID"'],
+        ["bash", "-c", exports + '\nprintf "%s\\0" "$JUPYTERHUB_USER" "$EXTRA" "$HPCGW_USER_ID" "$HPCGW_IMAGE"'],
         capture_output=True, text=True, cwd=tmp_path, check=True,
-    ).stdout.split("\0")[:3]
-    assert shown == [hostile, "a b;c", user_id(hostile)]
+    ).stdout.split("\0")[:4]
+    assert shown == [hostile, "a b;c", user_id(hostile), "notebook"]
     assert not list(tmp_path.iterdir())
     assert lines[-1] == "exec " + shlex.quote("/home/gateway/hpcgw/bin/hpcgw-job")
 
@@ -133,7 +194,7 @@ def test_batch_script_quotes_every_value_for_a_hostile_username(tmp_path):
 def test_control_characters_are_refused():
     spawner = spawner_for("bob\n#SBATCH --uid=0")
     with pytest.raises(web.HTTPError) as refused:
-        spawner.batch_script_for(validate({}, PARTITIONS, DEFAULTS))
+        spawner.batch_script_for(validate({}, PROFILES))
     assert refused.value.status_code == 400
 
 
@@ -191,3 +252,177 @@ def test_spawners_share_one_gate_per_connection_setting():
     assert a.gate is b.gate
     b.command_timeout = 5
     assert a.gate is not b.gate and b.gate.timeout == 5
+
+
+def test_the_batch_script_carries_the_image_and_gpus_for_the_job_wrapper(tmp_path):
+    # An admin's image name with a shell-special character is still only a word for the wrapper.
+    profiles = [{**PROFILES[1], "images": ["cuda-12.4_torch"]}]
+    spawner = spawner_for("carol", {"HPCGW_IMAGE": "override", "HPCGW_GPUS": "9"})
+    spawner.profiles = profiles
+    spawner.user_options = {"gpus": 2}
+    script = spawner.batch_script_for(spawner.job_request())
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --gres=gpu:2" in script
+    exports = "\n".join(line for line in script.splitlines() if line.startswith("export "))
+    assert "export HPCGW_IMAGE=cuda-12.4_torch" in exports and "export HPCGW_GPUS=2" in exports
+    shown = subprocess.run(["bash", "-c", exports + '\nprintf "%s\\0" "$HPCGW_IMAGE" "$HPCGW_GPUS"'],
+                           capture_output=True, text=True, cwd=tmp_path, check=True).stdout.split("\0")[:2]
+    assert shown == ["cuda-12.4_torch", "2"]
+
+
+def test_an_image_name_is_shell_quoted_in_the_batch_script(tmp_path):
+    # validate() only passes admin-listed names; were one odd, it still could not run anything.
+    spawner = spawner_for("dave")
+    request = JobRequest(profile="compute", partition="compute", image="x'; touch pwned; '", minutes=1, cpus=1,
+                         memory_mb=1, gpus=0)
+    script = spawner.batch_script_for(request)
+    assert "export HPCGW_IMAGE=" + shlex.quote("x'; touch pwned; '") in script.splitlines()
+    exports = "\n".join(line for line in script.splitlines() if line.startswith("export "))
+    subprocess.run(["bash", "-c", exports], cwd=tmp_path, check=True)
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_image_name_with_a_control_character_is_refused():
+    request = JobRequest(profile="compute", partition="compute", image="notebook\n#SBATCH --uid=0", minutes=1,
+                         cpus=1, memory_mb=1, gpus=0)
+    with pytest.raises(web.HTTPError) as refused:
+        spawner_for("erin").batch_script_for(request)
+    assert refused.value.status_code == 400
+
+
+# -- the spawn form ---------------------------------------------------------
+def form_of(spawner) -> str:
+    import asyncio
+
+    return asyncio.run(spawner.get_options_form())
+
+
+def options_in(html: str, select: str) -> list[tuple[str, bool, bool]]:
+    """(value, selected, disabled) of each <option> of the <select name=select>."""
+    body = re.search(rf'<select [^>]*name="{select}">(.*?)</select>', html, re.S).group(1)
+    return [(m.group(1), " selected" in m.group(0), " disabled" in m.group(0))
+            for m in re.finditer(r'<option value="([^"]*)"[^>]*>', body)]
+
+
+def number_input(html: str, name: str) -> dict:
+    tag = re.search(rf'<input [^>]*name="{name}"[^>]*>', html).group(0)
+    return dict(re.findall(r'(min|max|value)="([^"]*)"', tag))
+
+
+def test_the_form_offers_the_profiles_and_only_their_images():
+    html = form_of(spawner_for("alice"))
+    assert options_in(html, "profile") == [("compute", True, False), ("gpu", False, False)]
+    # The default profile's images are choosable; other profiles' are there for the script, disabled.
+    assert options_in(html, "image") == [("notebook", True, False), ("datascience", False, False),
+                                         ("cuda", False, True)]
+    assert "unused" not in html and "never offered" not in html
+    assert number_input(html, "minutes") == {"min": "1", "max": "480", "value": "60"}
+    assert number_input(html, "cpus") == {"min": "1", "max": "2", "value": "1"}
+    assert number_input(html, "memory_mb") == {"min": "1", "max": "4096", "value": "1024"}
+    assert number_input(html, "gpus") == {"min": "0", "max": "0", "value": "0"}
+
+
+def test_the_form_escapes_every_admin_string():
+    hostile = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+    spawner = spawner_for("alice")
+    spawner.profiles = [{**PROFILES[0], "label": hostile}]
+    spawner.images = [{"name": "notebook", "label": hostile, "description": hostile},
+                      {"name": "datascience", "label": "R & Python", "description": "'quoted'"}]
+    html = form_of(spawner)
+    assert "<script>alert" not in html and "<img" not in html and 'onerror=alert(2)>' not in html
+    assert html.count("&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;") == 4
+    assert "R &amp; Python" in html and 'data-description="&#x27;quoted&#x27;"' in html
+    assert html.count("<script>") == 1  # the form's own, which holds no admin or user data
+
+
+def test_the_form_is_prefilled_with_the_last_choice():
+    spawner = spawner_for("alice")
+    spawner.user_options = {"profile": "gpu", "image": "notebook", "minutes": 45, "cpus": 1, "memory_mb": 2000,
+                            "gpus": 2}
+    html = form_of(spawner)
+    assert options_in(html, "profile") == [("compute", False, False), ("gpu", True, False)]
+    assert options_in(html, "image") == [("notebook", True, False), ("datascience", False, True),
+                                         ("cuda", False, False)]
+    assert number_input(html, "minutes") == {"min": "1", "max": "60", "value": "45"}
+    assert number_input(html, "memory_mb") == {"min": "1", "max": "2048", "value": "2000"}
+    assert number_input(html, "gpus") == {"min": "0", "max": "2", "value": "2"}
+
+
+@pytest.mark.parametrize(
+    "last, expected",
+    [
+        # Still allowed: kept.
+        ({"profile": "gpu", "image": "notebook", "minutes": 45, "gpus": 0},
+         {"profile": "gpu", "image": "notebook", "minutes": 45, "cpus": 1, "memory_mb": 1024, "gpus": 0}),
+        # The image left the profile, the walltime is now over its cap: those two fall back to the defaults.
+        ({"profile": "gpu", "image": "datascience", "minutes": 400, "cpus": 1},
+         {"profile": "gpu", "image": "cuda", "minutes": 30, "cpus": 1, "memory_mb": 1024, "gpus": 1}),
+        # The profile is gone: the first profile with its defaults.
+        ({"profile": "old", "image": "notebook", "minutes": 10},
+         {"profile": "compute", "image": "notebook", "minutes": 60, "cpus": 1, "memory_mb": 1024, "gpus": 0}),
+        # Options of an older version, or a form's strings: defaults.
+        ({"partition": "compute", "cpus": "2"},
+         {"profile": "compute", "image": "notebook", "minutes": 60, "cpus": 1, "memory_mb": 1024, "gpus": 0}),
+        (None, {"profile": "compute", "image": "notebook", "minutes": 60, "cpus": 1, "memory_mb": 1024, "gpus": 0}),
+    ],
+)
+def test_a_remembered_choice_no_longer_allowed_falls_back_to_the_defaults(last, expected):
+    assert remembered(last, PROFILES) == expected
+    validate(remembered(last, PROFILES), PROFILES)  # the prefill is always a valid request
+
+
+BAD_OPTIONS = [
+    {"profile": "gpu", "minutes": 61},
+    {"profile": "gpu", "image": "datascience"},
+    {"image": "cuda"},
+    {"cpus": 3},
+    {"memory_mb": 10**7},
+    {"gpus": 1},
+    {"partition": "gpu"},
+    {"req_options": "--uid=0"},
+]
+
+
+def as_form(options: dict) -> dict:
+    return {name: [str(value)] for name, value in options.items()}
+
+
+@pytest.mark.parametrize("options", BAD_OPTIONS)
+def test_rest_and_form_give_the_same_error(options):
+    from jupyterhub.utils import format_exception
+
+    spawner = spawner_for("bob")
+    with pytest.raises(web.HTTPError) as from_the_form:
+        spawner.run_options_from_form(as_form(options))
+    spawner.user_options = options  # what the REST API stores, unchanged
+    with pytest.raises(web.HTTPError) as from_rest:
+        spawner.job_request()
+    with pytest.raises(OptionsError) as plain:
+        validate(options, PROFILES)
+    message = f"Spawn options refused: {plain.value}"
+    for error in (from_the_form.value, from_rest.value):
+        assert error.status_code == 400
+        assert error.log_message % error.args == message  # the REST API's JSON "message"
+        # What JupyterHub shows on the spawn form (str unless jupyterhub_message) and on the
+        # spawn-pending page (jupyterhub_message only).
+        assert format_exception(error)[0] == message
+        assert format_exception(error, only_jupyterhub=True)[0] == message
+
+
+def test_a_good_form_becomes_the_options_the_rest_api_would_send():
+    spawner = spawner_for("bob")
+    options = spawner.run_options_from_form(
+        {"profile": ["gpu"], "image": ["cuda"], "minutes": ["60"], "cpus": ["1"], "memory_mb": ["2048"], "gpus": ["2"]})
+    assert options == {"profile": "gpu", "image": "cuda", "minutes": 60, "cpus": 1, "memory_mb": 2048, "gpus": 2}
+    spawner.user_options = options
+    assert spawner.job_request() == validate(options, PROFILES)
+
+
+def test_a_start_with_bad_options_submits_nothing():
+    import asyncio
+
+    spawner = spawner_for("bob")
+    spawner.user_options = {"image": "cuda"}
+    spawner.submit_batch_script = Mock(side_effect=AssertionError("submitted"))
+    with pytest.raises(web.HTTPError) as refused:
+        asyncio.run(spawner.start())
+    assert refused.value.jupyterhub_message.startswith("Spawn options refused: image 'cuda'")

@@ -1,0 +1,97 @@
+"""The spawner role's validate entry point names the exact wrong field of
+spawner_profiles and spawner_images (ansible-playbook on localhost, no changes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).parents[2]
+PLAYBOOK = """
+- hosts: hub
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_role:
+        name: spawner
+        tasks_from: validate
+"""
+PROFILE = {"name": "compute", "label": "CPU", "partition": "compute", "default_minutes": 60, "max_minutes": 480,
+           "default_cpus": 1, "max_cpus": 4, "default_memory_mb": 2048, "max_memory_mb": 8192, "images": ["notebook"]}
+GOOD = {
+    "spawner_cluster_host": "login",
+    "spawner_cluster_host_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBase64"],
+    "spawner_images": [{"name": "notebook", "label": "Notebook", "description": "JupyterLab"},
+                       {"name": "cuda", "label": "CUDA"}],
+    "spawner_profiles": [PROFILE, {**PROFILE, "name": "gpu", "partition": "gpu", "max_gpus": 2, "default_gpus": 1,
+                                   "images": ["cuda", "notebook"]}],
+}
+ANSIBLE = shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or shutil.which("ansible-playbook")
+pytestmark = pytest.mark.skipif(ANSIBLE is None, reason="ansible-playbook not installed")
+
+
+def run_validate(tmp_path, settings: dict) -> subprocess.CompletedProcess:
+    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    (tmp_path / "hosts.ini").write_text("[hub]\nlocalhost ansible_connection=local\n[cluster]\nlogin\n")
+    (tmp_path / "vars.json").write_text(json.dumps(settings))
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_LOCALHOST_WARNING": "0", "ANSIBLE_PYTHON_INTERPRETER": sys.executable}
+    return subprocess.run([ANSIBLE, "-i", str(tmp_path / "hosts.ini"), str(tmp_path / "play.yml"),
+                           "-e", "@" + str(tmp_path / "vars.json")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+
+
+def test_good_profiles_pass(tmp_path):
+    result = run_validate(tmp_path, GOOD)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"max_minutes": "480"}, "spawner_profiles[1].max_minutes must be a whole number of at least 1"),
+        ({"max_minutes": 0}, "spawner_profiles[1].max_minutes must be a whole number of at least 1"),
+        ({"default_minutes": 481}, "spawner_profiles[1].default_minutes must be a whole number from 1 to max_minutes"),
+        ({"max_cpus": True}, "spawner_profiles[1].max_cpus must be a whole number"),
+        ({"default_gpus": 3}, "spawner_profiles[1].default_gpus must be a whole number from 0 to max_gpus (2)"),
+        ({"name": "compute"}, 'spawner_profiles[1].name "compute" is used by two profiles'),
+        ({"name": "a b"}, "spawner_profiles[1].name must be a word"),
+        ({"partition": "gpu;id"}, "spawner_profiles[1].partition must be a Slurm partition name"),
+        ({"label": ""}, "spawner_profiles[1].label must be a non-empty string"),
+        ({"images": []}, "spawner_profiles[1].images must be a non-empty list"),
+        ({"images": ["nosuch"]}, 'spawner_profiles[1].images names ["nosuch"], not in spawner_images'),
+        ({"max_minutes": None}, "spawner_profiles[1].max_minutes must be a whole number of at least 1 (got null)"),
+        ({"gpu": 1}, "spawner_profiles.gpu. Supported parameters include"),  # the argument spec's wording
+    ],
+)
+def test_a_wrong_profile_field_is_named(tmp_path, change, message):
+    settings = {**GOOD, "spawner_profiles": [GOOD["spawner_profiles"][0], {**GOOD["spawner_profiles"][1], **change}]}
+    result = run_validate(tmp_path, settings)
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        ([{"name": "../x", "label": "X"}], "spawner_images[0].name must be a word"),
+        ([{"name": "notebook"}], "spawner_images[0].label must be a non-empty string"),
+        ([{"name": "notebook", "label": "A"}, {"name": "notebook", "label": "B"}],
+         'spawner_images[1].name "notebook" is listed twice'),
+    ],
+)
+def test_a_wrong_image_field_is_named(tmp_path, images, message):
+    result = run_validate(tmp_path, {**GOOD, "spawner_images": images, "spawner_profiles": [PROFILE]})
+    assert result.returncode != 0
+    assert message in result.stdout, result.stdout
+
+
+def test_the_replaced_settings_are_refused_with_directions(tmp_path):
+    result = run_validate(tmp_path, {**GOOD, "spawner_partitions": {"compute": {"max_minutes": 60}}})
+    assert result.returncode != 0
+    assert "replaced by spawner_profiles" in result.stdout, result.stdout
