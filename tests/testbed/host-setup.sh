@@ -5,7 +5,8 @@
 set -euo pipefail
 
 min_free_gb=${HPCGW_MIN_FREE_GB:-8}
-packages=(docker.io iptables debootstrap python3-venv openssl make)
+# chromium: the spawn form test drives Debian's browser with Playwright.
+packages=(docker.io iptables debootstrap python3-venv openssl make chromium)
 
 die() { printf 'host-setup: %s\n' "$*" >&2; exit 1; }
 

@@ -64,7 +64,7 @@ def test_good_profiles_pass(tmp_path):
         ({"partition": "gpu;id"}, "spawner_profiles[1].partition must be a Slurm partition name"),
         ({"label": ""}, "spawner_profiles[1].label must be a non-empty string"),
         ({"images": []}, "spawner_profiles[1].images must be a non-empty list"),
-        ({"images": ["nosuch"]}, 'spawner_profiles[1].images names ["nosuch"], not in spawner_images'),
+        ({"images": ["notebook", "nosuch"]}, 'spawner_profiles[1].images[1] is "nosuch", not an image the cluster offers'),
         ({"max_minutes": None}, "spawner_profiles[1].max_minutes must be a whole number of at least 1 (got null)"),
         ({"gpu": 1}, "spawner_profiles.gpu. Supported parameters include"),  # the argument spec's wording
     ],

@@ -1,0 +1,143 @@
+"""Two hub users on one shared `gateway` account: the container keeps them apart.
+
+Both notebooks run at once as Slurm jobs of `gateway`, each in its Apptainer
+image (`--containall --cleanenv`, the user's folder as HOME). Everything below
+is looked at from inside A's kernel, over the public wss:// URL, as a user
+would; what A must not see is first read on the hosts as root, so that each
+check compares against the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from conftest import slurm_jobs
+from test_spawn import job_of, run_in_kernel
+
+from hpcgw_hub.spawner import user_id
+
+# Spawns on the cluster: with the other spawn tests, on one worker (conftest.py).
+pytestmark = pytest.mark.xdist_group("hub")
+
+GATEWAY_ROOT = "/home/gateway/hpcgw"
+
+# Run in A's kernel: what the notebook can see of the machine, as JSON.
+LOOK_AROUND = r"""
+import json, os, pathlib
+def listable(p):
+    try:
+        return sorted(os.listdir(p))
+    except OSError as e:
+        return type(e).__name__
+procs = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        procs.append(pathlib.Path(f'/proc/{pid}/cmdline').read_bytes().replace(b'\0', b' ').decode())
+    except OSError:
+        pass
+json.dumps({
+    'home': os.environ.get('HOME'), 'cwd': os.getcwd(), 'procs': procs,
+    'environ': dict(os.environ),
+    'peer_folder': listable(PEER_FOLDER), 'users_root': listable(USERS_ROOT),
+    'gateway_ssh': listable('/home/gateway/.ssh'), 'tunnel_key': listable(TUNNEL_KEY_DIR),
+    'home_gateway': listable('/home/gateway'),
+    'image': pathlib.Path('/etc/hpcgw-test-image').read_text().strip()
+             if pathlib.Path('/etc/hpcgw-test-image').exists() else None,
+})
+"""
+
+
+def look_around(testbed, ca, user, token, peer_id):
+    code = (f"PEER_FOLDER = {GATEWAY_ROOT + '/users/' + peer_id!r}\n"
+            f"USERS_ROOT = {GATEWAY_ROOT + '/users'!r}\n"
+            f"TUNNEL_KEY_DIR = {GATEWAY_ROOT + '/keys'!r}\n" + LOOK_AROUND)
+    return json.loads(json.loads(run_in_kernel(testbed, ca, user, token, code)))
+
+
+def job_script(cluster_host, job: str) -> str:
+    return cluster_host.check_output(f"scontrol write batch_script {job} -")
+
+
+def exported(script: str, name: str) -> str:
+    import shlex
+
+    for line in script.splitlines():
+        if line.startswith(f"export {name}="):
+            return shlex.split(line.split("=", 1)[1])[0]
+    raise AssertionError(f"{name} not in the batch script")
+
+
+def hub_secrets(hub_host) -> list[str]:
+    out = hub_host.check_output("cat /etc/jupyterhub/secrets/*.env")
+    return [line.split("=", 1)[1] for line in out.splitlines() if "=" in line and len(line.split("=", 1)[1]) >= 16]
+
+
+@pytest.fixture
+def two_notebooks(hub_user):
+    frank, grace = hub_user("frank@uchicago.edu"), hub_user("grace@uchicago.edu")
+    try:
+        for user in (frank, grace):
+            reply = user.start(options={"image": "notebook"})
+            assert reply.status_code in (201, 202), reply.text
+        yield frank, grace
+    finally:
+        for user in (frank, grace):
+            user.stop()
+
+
+def test_a_notebook_sees_nothing_of_anothers_or_of_the_gateway(two_notebooks, testbed, public_ca_bundle,
+                                                                 cluster_host, hub_host):
+    frank, grace = two_notebooks
+    frank_job, grace_job = job_of(cluster_host, "frank"), job_of(cluster_host, "grace")
+    assert slurm_jobs(cluster_host)[frank_job][1:] == ("gateway", "RUNNING")
+    assert slurm_jobs(cluster_host)[grace_job][1:] == ("gateway", "RUNNING")
+    grace_id = user_id("grace")
+    # What there is to hide, read as root on the hosts.
+    assert cluster_host.file(f"{GATEWAY_ROOT}/users/{grace_id}").is_directory
+    assert cluster_host.file("/home/gateway/.ssh").is_directory
+    grace_token = exported(job_script(cluster_host, grace_job), "JUPYTERHUB_API_TOKEN")
+    grace_pids = cluster_host.check_output(f"pgrep -u gateway -f {grace_id}").split()
+    assert grace_pids
+
+    seen = look_around(testbed, public_ca_bundle, "frank", frank.token(), grace_id)
+
+    assert seen["home"] == seen["cwd"] == "/home/user"
+    assert not any(grace_id in cmd for cmd in seen["procs"]), seen["procs"]
+    assert not any("ssh" in cmd.split(" ")[0] for cmd in seen["procs"]), seen["procs"]
+    assert seen["peer_folder"] == seen["users_root"] == "FileNotFoundError"
+    assert seen["gateway_ssh"] == seen["tunnel_key"] == "FileNotFoundError"
+    values = set(seen["environ"].values())
+    assert grace_token not in values
+    for secret in hub_secrets(hub_host):
+        assert not any(secret in value for value in values)
+    # Its own token is there (the notebook needs it), and nothing else of the job's.
+    assert "JUPYTERHUB_API_TOKEN" in seen["environ"]
+    assert not any(name.startswith(("SLURM_", "HPCGW_")) for name in seen["environ"]), sorted(seen["environ"])
+
+
+def test_a_file_written_in_a_notebook_is_there_after_stop_and_start(hub_user, testbed, public_ca_bundle):
+    frank = hub_user("frank@uchicago.edu")
+    words = uuid.uuid4().hex
+    try:
+        assert frank.start().status_code in (201, 202)
+        write = f"open('kept.txt', 'w').write({words!r})"
+        assert run_in_kernel(testbed, public_ca_bundle, "frank", frank.token(), write) == str(len(words))
+        frank.stop()
+        assert frank.start().status_code in (201, 202)
+        read = "open('/home/user/kept.txt').read()"
+        assert run_in_kernel(testbed, public_ca_bundle, "frank", frank.token(), read) == repr(words)
+    finally:
+        frank.stop()
+
+
+@pytest.mark.parametrize("image, marker", [("notebook", None), ("notebook-marked", "notebook-marked")])
+def test_the_notebook_runs_in_the_image_asked_for(hub_user, testbed, public_ca_bundle, image, marker):
+    grace = hub_user("grace@uchicago.edu")
+    try:
+        assert grace.start(options={"image": image}).status_code in (201, 202)
+        seen = look_around(testbed, public_ca_bundle, "grace", grace.token(), user_id("frank"))
+        assert seen["image"] == marker
+    finally:
+        grace.stop()
