@@ -13,10 +13,12 @@ prefixed variables (prefix removed) and HOME=/home/user.
 
 from __future__ import annotations
 
+import base64
 import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -55,6 +57,9 @@ env = {{name[len(prefix):]: value for name, value in os.environ.items() if name.
 env["HOME"] = "/home/user"
 env["PATH"] = "/usr/bin:/bin"
 os.chdir(args[args.index("--home") + 1].split(":")[0])
+# The image's python3 (here: the test's), which runs the wrapper's launcher.
+if command[0] == "python3":
+    command[0] = {python!r}
 os.execve(command[0], command, env)
 """
 
@@ -110,7 +115,8 @@ def test_apptainer_and_singularity_argv(tmp_path, kind):
     assert job.notebook_command({}, user_dir, 5000, chosen) == [
         f"/usr/bin/{kind}", "run", "--containall", "--cleanenv",
         "--home", f"/hpcgw/users/{USER_ID}:/home/user", "--pwd", "/home/user",
-        str(tmp_path / "notebook.sif"), "jupyterhub-singleuser", "--ip=127.0.0.1", "--port=5000",
+        str(tmp_path / "notebook.sif"), "python3", "-c", job.CONTAINER_LAUNCHER,
+        "jupyterhub-singleuser", "--ip=127.0.0.1", "--port=5000",
     ]
 
 
@@ -121,7 +127,8 @@ def test_binds_gpu_flag_and_the_chosen_images_command(tmp_path):
     argv = job.notebook_command({}, Path("/u"), 5001, chosen)
     assert argv[argv.index("--pwd") + 2:] == [
         "--bind", "/data/sets:/datasets:ro", "--bind", "/scratch/proj:/scratch:rw", "--nv",
-        str(tmp_path / "other.sif"), "/opt/env/bin/jupyterhub-singleuser", "--debug",
+        str(tmp_path / "other.sif"), "python3", "-c", job.CONTAINER_LAUNCHER,
+        "/opt/env/bin/jupyterhub-singleuser", "--debug",
         "--ip=127.0.0.1", "--port=5001",
     ]
 
@@ -197,16 +204,28 @@ def test_the_notebooks_environment_goes_in_with_the_runtimes_prefix_only(tmp_pat
     }
     notebook_env = job.notebook_environment(environ, tmp_path, 5000, 5001)
     env = job.container_environment(notebook_env, environ, kind)
-    assert env == {
-        "PATH": "/usr/bin:/bin", "HOME": "/home/gateway", "USER": "gateway", "LANG": "C.UTF-8",
-        f"{prefix}LANG": "C.UTF-8",
-        f"{prefix}JUPYTERHUB_API_TOKEN": TOKEN,
-        f"{prefix}JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
-        f"{prefix}JUPYTERHUB_API_URL": "http://127.0.0.1:5001/hub/api",
-        f"{prefix}JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:5000/user/alice/",
-        f"{prefix}SLURM_JOB_ID": "77",
-        f"{prefix}CUDA_VISIBLE_DEVICES": "0",
+    encoded = env.pop(f"{prefix}HPCGW_NOTEBOOK_ENV")
+    assert env == {"PATH": "/usr/bin:/bin", "HOME": "/home/gateway", "USER": "gateway", "LANG": "C.UTF-8"}
+    assert json.loads(base64.b64decode(encoded)) == {
+        "LANG": "C.UTF-8",
+        "JUPYTERHUB_API_TOKEN": TOKEN,
+        "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
+        "JUPYTERHUB_API_URL": "http://127.0.0.1:5001/hub/api",
+        "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:5000/user/alice/",
+        "SLURM_JOB_ID": "77",
+        "CUDA_VISIBLE_DEVICES": "0",
     }
+
+
+def test_a_hostile_user_name_reaches_the_container_as_base64_only(tmp_path):
+    # The runtimes source their APPTAINERENV_* values as shell: a quote broke
+    # the notebook's start, and $(...) would run (found on the test bed).
+    name = "x';touch pwned-q;'$(touch pwned-d)`touch pwned-b`\"&&id|tee pwned-p;<>*?~!{}[]\\"
+    environ = {"PATH": "/usr/bin", "JUPYTERHUB_USER": name, "JUPYTERHUB_SERVICE_PREFIX": f"/user/{name}/"}
+    env = job.container_environment(job.notebook_environment(environ, tmp_path, 5000, 5001), environ, "apptainer")
+    assert all(re.fullmatch(r"[A-Za-z0-9+/=]*", value) for name_, value in env.items()
+               if name_.startswith("APPTAINERENV_")), env
+    assert json.loads(base64.b64decode(env["APPTAINERENV_HPCGW_NOTEBOOK_ENV"]))["JUPYTERHUB_USER"] == name
 
 
 # --- the wrapper run for real, with a fake runtime -------------------------
@@ -246,6 +265,7 @@ def test_the_notebook_runs_in_the_image_and_the_tunnel_outside(bed):
     assert runtime["argv"][1:] == [
         "run", "--containall", "--cleanenv", "--home", f"{user_dir}:/home/user", "--pwd", "/home/user",
         "--bind", "/data:/datasets:ro", "--nv", str(bed.here / "other.sif"),
+        "python3", "-c", job.CONTAINER_LAUNCHER,
         str(bed.bin / "notebook"), "--ip=127.0.0.1", f"--port={notebook_port}",
     ]
     # The runtime gets its basics and the notebook's variables, prefixed; not
@@ -254,9 +274,10 @@ def test_the_notebook_runs_in_the_image_and_the_tunnel_outside(bed):
     # (LC_CTYPE: the fake runtime's own Python sets it under the C locale, PEP 538.)
     allowed = {"PATH", "HOME", "LANG", "USER", "LOGNAME", "LC_CTYPE"}
     assert {name for name in runtime["env"] if not name.startswith("APPTAINERENV_")} <= allowed
-    assert runtime["env"]["APPTAINERENV_JUPYTERHUB_API_TOKEN"] == TOKEN
-    assert "APPTAINERENV_EVIL" not in runtime["env"]
-    assert not {"APPTAINERENV_HOME", "APPTAINERENV_PATH", "APPTAINERENV_HPCGW_IMAGE"} & set(runtime["env"])
+    assert [name for name in runtime["env"] if name.startswith("APPTAINERENV_")] == ["APPTAINERENV_HPCGW_NOTEBOOK_ENV"]
+    passed = json.loads(base64.b64decode(runtime["env"]["APPTAINERENV_HPCGW_NOTEBOOK_ENV"]))
+    assert passed["JUPYTERHUB_API_TOKEN"] == TOKEN
+    assert not {"HOME", "PATH", "HPCGW_IMAGE", "EVIL"} & set(passed)
 
     # Inside (as the fake runtime's --cleanenv does it): the hub's variables only.
     inside = bed.record("notebook")["env"]
