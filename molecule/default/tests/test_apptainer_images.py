@@ -1,0 +1,101 @@
+"""The image lifecycle with the real Apptainer of the cluster, as `gateway`.
+
+The apptainer_images role runs alone (playbooks/images-lifecycle.yml) in a
+scratch gateway root, with two small images: one built from a def-file
+template (from a busybox folder, in about a second) and one downloaded with
+its sha256 (a file:// URL on the cluster; no registry here). The site's own
+images are not touched, so this runs beside the other tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+ROOT = "/srv/hpcgw-lifecycle"
+SOURCES = "/srv/hpcgw-lifecycle-sources"
+PLAYBOOK = "molecule/default/playbooks/images-lifecycle.yml"
+
+
+@pytest.fixture(scope="module")
+def sources(cluster_host):
+    """A busybox folder to build from, and a SIF to download; returns its sha256."""
+    script = f"""set -e
+rm -rf {ROOT} {SOURCES}
+install -d -m 0755 {ROOT} {ROOT}/etc
+install -d -o gateway -m 0755 {SOURCES} {SOURCES}/tiny/bin {SOURCES}/tiny/etc
+cp /bin/busybox {SOURCES}/tiny/bin/busybox && ln -s busybox {SOURCES}/tiny/bin/sh
+echo 'ID=lifecycle' > {SOURCES}/tiny/etc/os-release
+chown -R gateway: {SOURCES}
+cd {SOURCES} && runuser -u gateway -- apptainer build --force download.sif tiny/ >/dev/null 2>&1
+sha256sum {SOURCES}/download.sif | cut -d' ' -f1
+"""
+    checksum = cluster_host.check_output("bash -c %s", script)
+    yield checksum.strip()
+    cluster_host.run(f"rm -rf {ROOT} {SOURCES}")
+
+
+def settings(tmp_path, marker: str, checksum: str):
+    path = tmp_path / f"images-{marker}-{checksum[:8]}.json"
+    path.write_text(json.dumps({
+        "apptainer_images_gateway_root": ROOT,
+        "lifecycle_sandbox": f"{SOURCES}/tiny",
+        "lifecycle_marker": marker,
+        "apptainer_images_list": [
+            {"name": "tiny", "label": "Tiny", "description": "busybox",
+             "definition": "{{ inventory_dir }}/templates/lifecycle-tiny.def.j2"},
+            {"name": "fetched", "label": "Fetched", "description": "downloaded",
+             "url": f"file://{SOURCES}/download.sif", "checksum": f"sha256:{checksum}"},
+        ],
+    }))
+    return f"@{path}"
+
+
+def state(cluster_host) -> dict:
+    """inode and mtime of each installed image (a rebuild installs a new file)."""
+    out = cluster_host.check_output(f"stat -c '%n %i %Y' {ROOT}/images/tiny.sif {ROOT}/images/fetched.sif")
+    return {line.split()[0].rsplit("/", 1)[1]: tuple(line.split()[1:]) for line in out.splitlines()}
+
+
+def marker(cluster_host) -> str:
+    run = cluster_host.run(f"cd /tmp && runuser -u gateway -- apptainer exec --containall {ROOT}/images/tiny.sif /bin/busybox cat /marker")
+    assert run.rc == 0, run.stderr
+    return run.stdout.strip()
+
+
+def test_a_changed_definition_rebuilds_an_unchanged_one_does_not(run_playbook, cluster_host, sources, tmp_path):
+    first = run_playbook(PLAYBOOK, "-e", settings(tmp_path, "one", sources))
+    assert first.returncode == 0, first.output[-3000:]
+    assert first.recap("login.cluster.test")["changed"] > 0
+    assert marker(cluster_host) == "one"
+    before = state(cluster_host)
+    images = json.loads(cluster_host.check_output(f"cat {ROOT}/etc/images.json"))
+    assert [image["name"] for image in images["images"]] == ["tiny", "fetched"]
+
+    again = run_playbook(PLAYBOOK, "-e", settings(tmp_path, "one", sources))
+    assert again.returncode == 0, again.output[-3000:]
+    assert again.recap("login.cluster.test")["changed"] == 0, again.output[-3000:]
+    assert state(cluster_host) == before
+
+    changed = run_playbook(PLAYBOOK, "-e", settings(tmp_path, "two", sources))
+    assert changed.returncode == 0, changed.output[-3000:]
+    assert marker(cluster_host) == "two"
+    after = state(cluster_host)
+    assert after["tiny.sif"] != before["tiny.sif"]
+    assert after["fetched.sif"] == before["fetched.sif"]
+
+
+def test_a_wrong_checksum_fails_clearly_and_keeps_the_old_image(run_playbook, cluster_host, sources, tmp_path):
+    good = run_playbook(PLAYBOOK, "-e", settings(tmp_path, "one", sources))
+    assert good.returncode == 0, good.output[-3000:]
+    kept = cluster_host.check_output(f"sha256sum {ROOT}/images/fetched.sif").split()[0]
+    assert kept == sources
+
+    wrong = run_playbook(PLAYBOOK, "-e", settings(tmp_path, "one", "0" * 64))
+    assert wrong.returncode != 0
+    assert "apptainer_images_list[1] (fetched)" in wrong.output, wrong.output[-3000:]
+    assert "checksum" in wrong.output
+    assert "Traceback" not in wrong.output
+    assert cluster_host.check_output(f"sha256sum {ROOT}/images/fetched.sif").split()[0] == kept
+    assert cluster_host.check_output(f"ls -A {ROOT}/images | grep -c '^\\.fetched' || true") == "0"
