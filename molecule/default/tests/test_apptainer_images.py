@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import REPO
 
 ROOT = "/srv/hpcgw-lifecycle"
 SOURCES = "/srv/hpcgw-lifecycle-sources"
@@ -44,7 +45,7 @@ def settings(tmp_path, marker: str, checksum: str):
         "lifecycle_marker": marker,
         "apptainer_images_list": [
             {"name": "tiny", "label": "Tiny", "description": "busybox",
-             "definition": "{{ inventory_dir }}/templates/lifecycle-tiny.def.j2"},
+             "definition": str(REPO / "molecule/default/templates/lifecycle-tiny.def.j2")},
             {"name": "fetched", "label": "Fetched", "description": "downloaded",
              "url": f"file://{SOURCES}/download.sif", "checksum": f"sha256:{checksum}"},
         ],
