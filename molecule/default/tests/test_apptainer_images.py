@@ -2,14 +2,16 @@
 
 The apptainer_images role runs alone (playbooks/images-lifecycle.yml) in a
 scratch gateway root, with two small images: one built from a def-file
-template (from a busybox folder, in about a second) and one downloaded with
-its sha256 (a file:// URL on the cluster; no registry here). The site's own
+template (from a busybox folder, in about a second), one downloaded with
+its sha256 (a file:// URL on the cluster; no registry here), and one copied
+from a file on the controller. The site's own
 images are not touched, so this runs beside the other tests.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from conftest import REPO
@@ -17,10 +19,12 @@ from conftest import REPO
 ROOT = "/srv/hpcgw-lifecycle"
 SOURCES = "/srv/hpcgw-lifecycle-sources"
 PLAYBOOK = "molecule/default/playbooks/images-lifecycle.yml"
+# The controller's copy of the downloadable SIF, for the `file` source.
+LOCAL_SIF = REPO / ".testbed" / "lifecycle-local.sif"
 
 
 @pytest.fixture(scope="module")
-def sources(cluster_host):
+def sources(cluster_host, testbed):
     """A busybox folder to build from, and a SIF to download; returns its sha256."""
     script = f"""set -e
 rm -rf {ROOT} {SOURCES}
@@ -33,7 +37,10 @@ cd {SOURCES} && runuser -u gateway -- apptainer build --force download.sif tiny/
 sha256sum {SOURCES}/download.sif | cut -d' ' -f1
 """
     checksum = cluster_host.check_output("bash -c %s", script)
+    subprocess.run(["docker", "cp", f"{testbed.container('cluster')}:{SOURCES}/download.sif", str(LOCAL_SIF)],
+                   check=True, capture_output=True)
     yield checksum.strip()
+    LOCAL_SIF.unlink(missing_ok=True)
     cluster_host.run(f"rm -rf {ROOT} {SOURCES}")
 
 
@@ -48,6 +55,7 @@ def settings(tmp_path, marker: str, checksum: str):
              "definition": str(REPO / "molecule/default/templates/lifecycle-tiny.def.j2")},
             {"name": "fetched", "label": "Fetched", "description": "downloaded",
              "url": f"file://{SOURCES}/download.sif", "checksum": f"sha256:{checksum}"},
+            {"name": "copied", "label": "Copied", "description": "from the controller", "file": str(LOCAL_SIF)},
         ],
     }))
     return f"@{path}"
@@ -55,7 +63,8 @@ def settings(tmp_path, marker: str, checksum: str):
 
 def state(cluster_host) -> dict:
     """inode and mtime of each installed image (a rebuild installs a new file)."""
-    out = cluster_host.check_output(f"stat -c '%n %i %Y' {ROOT}/images/tiny.sif {ROOT}/images/fetched.sif")
+    out = cluster_host.check_output(
+        f"stat -c '%n %i %Y' {ROOT}/images/tiny.sif {ROOT}/images/fetched.sif {ROOT}/images/copied.sif")
     return {line.split()[0].rsplit("/", 1)[1]: tuple(line.split()[1:]) for line in out.splitlines()}
 
 
@@ -72,7 +81,9 @@ def test_a_changed_definition_rebuilds_an_unchanged_one_does_not(run_playbook, c
     assert marker(cluster_host) == "one"
     before = state(cluster_host)
     images = json.loads(cluster_host.check_output(f"cat {ROOT}/etc/images.json"))
-    assert [image["name"] for image in images["images"]] == ["tiny", "fetched"]
+    assert [image["name"] for image in images["images"]] == ["tiny", "fetched", "copied"]
+    copied = cluster_host.check_output(f"sha256sum {ROOT}/images/copied.sif").split()[0]
+    assert copied == sources
 
     again = run_playbook(PLAYBOOK, "-e", settings(tmp_path, "one", sources))
     assert again.returncode == 0, again.output[-3000:]
@@ -85,6 +96,7 @@ def test_a_changed_definition_rebuilds_an_unchanged_one_does_not(run_playbook, c
     after = state(cluster_host)
     assert after["tiny.sif"] != before["tiny.sif"]
     assert after["fetched.sif"] == before["fetched.sif"]
+    assert after["copied.sif"] == before["copied.sif"]
 
 
 def test_a_wrong_checksum_fails_clearly_and_keeps_the_old_image(run_playbook, cluster_host, sources, tmp_path):

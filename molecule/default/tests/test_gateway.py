@@ -69,6 +69,15 @@ def test_owners_and_modes(host, path, owner, mode):
     assert (item.user, item.group, item.mode) == (owner, owner, mode)
 
 
+def test_a_listed_users_folder_is_made_before_the_first_notebook(host):
+    # gateway_user_folders: [ivan] (molecule's host_vars); the name is the hub's.
+    from hpcgw_hub.spawner import user_id
+
+    folder = host.file(f"{ROOT}/users/{user_id('ivan')}")
+    assert folder.is_directory
+    assert (folder.user, folder.group, folder.mode) == ("gateway", "gateway", 0o700)
+
+
 @pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin", f"{ROOT}/etc/gateway.json", f"{ROOT}/etc/hub_known_hosts",
                                   f"{ROOT}/env/notebook/bin/jupyterhub-singleuser"])
 def test_what_root_wrote_is_not_writable_by_gateway(host, path):

@@ -44,6 +44,7 @@ json.dumps({
     'peer_folder': listable(PEER_FOLDER), 'users_root': listable(USERS_ROOT),
     'gateway_ssh': listable('/home/gateway/.ssh'), 'tunnel_key': listable(TUNNEL_KEY_DIR),
     'home_gateway': listable('/home/gateway'),
+    'jupyterhub': __import__('jupyterhub').__version__,
     'image': pathlib.Path('/etc/hpcgw-test-image').read_text().strip()
              if pathlib.Path('/etc/hpcgw-test-image').exists() else None,
 })
@@ -156,11 +157,14 @@ def test_a_file_written_in_a_notebook_is_there_after_stop_and_start(hub_user, te
 
 
 @pytest.mark.parametrize("image, marker", [("notebook", None), ("notebook-marked", "notebook-marked")])
-def test_the_notebook_runs_in_the_image_asked_for(hub_user, testbed, public_ca_bundle, image, marker):
+def test_the_notebook_runs_in_the_image_asked_for(hub_user, testbed, public_ca_bundle, hub_host, image, marker):
     grace = hub_user("grace@uchicago.edu")
+    hubs = hub_host.check_output("/opt/jupyterhub/bin/python -c 'import jupyterhub; print(jupyterhub.__version__)'")
     try:
         assert grace.start(options={"image": image}).status_code in (201, 202)
         seen = look_around(testbed, public_ca_bundle, "grace", grace.token(), user_id("frank"))
         assert seen["image"] == marker
+        # The default image definition installs the hub's JupyterHub.
+        assert seen["jupyterhub"] == hubs
     finally:
         grace.stop()

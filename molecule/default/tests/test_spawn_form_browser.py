@@ -87,5 +87,20 @@ def test_a_person_picks_a_profile_and_an_image_and_jupyterlab_loads(chromium_pag
         log = cluster_host.check_output(f"cat ~gateway/hpcgw/logs/{user_id(name)}.{jobs[0]}.log")
         assert "image notebook-marked" in log, log
     finally:
-        page.goto(f"https://{testbed.hub_name}/hub/home")
         hub_user(IDENTITY).stop()
+
+    # The form remembers the last choice; a value outside the profile is
+    # refused in words on the form, and no job is submitted.
+    page.goto(f"https://{testbed.hub_name}/hub/spawn")
+    assert page.input_value("#hpcgw-profile") == "short"
+    assert page.input_value("#hpcgw-image") == "notebook-marked"
+    assert page.input_value("#hpcgw-minutes") == "30"
+    jobs_before = set(slurm_jobs(cluster_host))
+    # The browser's own check (the field's max) is taken away first: the hub
+    # must refuse it by itself, as it does a hand-made request.
+    page.eval_on_selector("#hpcgw-minutes", "field => field.removeAttribute('max')")
+    page.fill("#hpcgw-minutes", "999")
+    page.click('#spawn_form [type="submit"]')
+    page.wait_for_selector("text=minutes must be between 1 and 60", timeout=30_000)
+    page.screenshot(path=str(ARTEFACTS / "spawn-form-refusal.png"))
+    assert set(slurm_jobs(cluster_host)) == jobs_before
