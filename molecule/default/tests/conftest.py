@@ -150,3 +150,12 @@ def slurm_jobs(cluster_host) -> dict[str, tuple[str, str, str]]:
     """The cluster's jobs: id -> (name, user, state)."""
     out = cluster_host.check_output("squeue -h -o '%i %j %u %T'")
     return {fields[0]: tuple(fields[1:4]) for fields in (line.split() for line in out.splitlines())}
+
+
+def hub_jobs(cluster_host, prefix: str = "hpcgw-hub-") -> set[str]:
+    """The hub's live jobs (RUNNING or PENDING) by id. Other workers' tests
+    submit and end jobs of their own meanwhile (test_gateway's hpcgw-verify-*):
+    a test compares only these."""
+    return {job for job, (name, _, state) in slurm_jobs(cluster_host).items()
+            if name.startswith(prefix) and state in ("RUNNING", "PENDING")}
+

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 import websocket
-from conftest import slurm_jobs
+from conftest import hub_jobs, slurm_jobs
 
 from hpcgw_hub.spawner import user_id
 
@@ -121,7 +121,7 @@ def test_a_minute_without_ssh_to_the_cluster_drops_nothing(hub_user, cluster_hos
     alice.start()
     job = job_of(cluster_host, "alice")
     token = alice.token()
-    jobs_before = set(slurm_jobs(cluster_host))
+    jobs_before = hub_jobs(cluster_host)
     hub_ssh_to_cluster(testbed, "-I")
     try:
         time.sleep(60)  # several polls (every 10 s here) fail meanwhile
@@ -134,7 +134,7 @@ def test_a_minute_without_ssh_to_the_cluster_drops_nothing(hub_user, cluster_hos
                          headers={"Authorization": f"token {token}"}, timeout=30)
     assert status.status_code == 200
     assert job_of(cluster_host, "alice") == job
-    assert set(slurm_jobs(cluster_host)) == jobs_before  # no orphan, no duplicate
+    assert hub_jobs(cluster_host) == jobs_before  # no orphan, no duplicate
     alice.stop()
 
 
@@ -154,6 +154,9 @@ def test_a_job_cancelled_on_the_cluster_is_stopped_within_one_poll(hub_user, clu
     [
         {"partition": "gpu"},
         {"partition": "short", "minutes": 61},
+        {"profile": "short", "minutes": 61},
+        {"profile": "nosuch"},
+        {"image": "nosuch"},
         {"cpus": 99},
         {"memory_mb": 10**7},
         {"gpus": 1},
@@ -164,10 +167,10 @@ def test_a_job_cancelled_on_the_cluster_is_stopped_within_one_poll(hub_user, clu
 )
 def test_rest_options_outside_the_limits_get_400_and_no_job(hub_user, cluster_host, options):
     bob = hub_user("bob@uchicago.edu")
-    jobs_before = set(slurm_jobs(cluster_host))
+    jobs_before = hub_jobs(cluster_host)
     reply = bob.start(options=options)
     assert reply.status_code == 400, reply.text
-    assert set(slurm_jobs(cluster_host)) == jobs_before
+    assert hub_jobs(cluster_host) == jobs_before
     assert bob.server() is None
 
 

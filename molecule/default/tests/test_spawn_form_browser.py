@@ -1,8 +1,8 @@
 """The spawn form in a real browser: Debian's chromium, driven by Playwright.
 
 A person logs in through the Globus stand-in, picks a profile and an image on
-the hub's form, and JupyterLab loads from the cluster. The screenshot is kept
-in .testbed/artefacts/ (the CI keeps that folder).
+the hub's form, and JupyterLab loads from the cluster. The screenshots stay
+in .testbed/artefacts/ after the run (make test does not delete them).
 
 The browser resolves the test bed's public names to its containers
 (--host-resolver-rules) and accepts exactly the two certificates those names
@@ -18,7 +18,7 @@ import shutil
 import ssl
 
 import pytest
-from conftest import REPO, slurm_jobs
+from conftest import REPO, hub_jobs, slurm_jobs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -95,7 +95,7 @@ def test_a_person_picks_a_profile_and_an_image_and_jupyterlab_loads(chromium_pag
     assert page.input_value("#hpcgw-profile") == "short"
     assert page.input_value("#hpcgw-image") == "notebook-marked"
     assert page.input_value("#hpcgw-minutes") == "30"
-    jobs_before = set(slurm_jobs(cluster_host))
+    assert hub_jobs(cluster_host, f"hpcgw-hub-{user_id(name)}") == set()
     # The browser's own check (the field's max) is taken away first: the hub
     # must refuse it by itself, as it does a hand-made request.
     page.eval_on_selector("#hpcgw-minutes", "field => field.removeAttribute('max')")
@@ -103,4 +103,4 @@ def test_a_person_picks_a_profile_and_an_image_and_jupyterlab_loads(chromium_pag
     page.click('#spawn_form [type="submit"]')
     page.wait_for_selector("text=minutes must be between 1 and 60", timeout=30_000)
     page.screenshot(path=str(ARTEFACTS / "spawn-form-refusal.png"))
-    assert set(slurm_jobs(cluster_host)) == jobs_before
+    assert hub_jobs(cluster_host, f"hpcgw-hub-{user_id(name)}") == set()
