@@ -22,6 +22,8 @@ Verify runs on three pytest-xdist workers (`--dist loadgroup`, molecule.yml):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pathlib
 import re
@@ -158,4 +160,19 @@ def hub_jobs(cluster_host, prefix: str = "hpcgw-hub-") -> set[str]:
     a test compares only these."""
     return {job for job, (name, _, state) in slurm_jobs(cluster_host).items()
             if name.startswith(prefix) and state in ("RUNNING", "PENDING")}
+
+
+@contextlib.contextmanager
+def hub_steady():
+    """A lock across xdist workers: held by a test while it restarts the hub,
+    and by test_site_converge while its second converge and check run (a
+    restart meanwhile makes the hub's start task report a change)."""
+    lock = REPO / ".testbed" / "hub-steady.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 

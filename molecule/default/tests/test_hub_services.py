@@ -4,6 +4,7 @@ with secrets made once and readable by root only."""
 import json
 
 import pytest
+from conftest import hub_steady
 
 # Restarts the hub or cuts its SSH to the cluster: one xdist worker, in order (conftest.py).
 pytestmark = pytest.mark.xdist_group("hub")
@@ -92,8 +93,10 @@ def test_hub_restart_keeps_the_proxy_and_its_routes(host):
                         "sed -n 's/^CONFIGPROXY_AUTH_TOKEN=//p' /etc/jupyterhub/secrets/proxy-token.env"),
                     '{"target": "http://127.0.0.1:9"}')
     try:
-        host.run_expect([0], "systemctl restart jupyterhub")
-        host.run_expect([0], "sh -c 'for i in $(seq 60); do curl -fsS -o /dev/null http://127.0.0.1:8081/hub/api/ && exit 0; sleep 0.5; done; exit 1'")
+        with hub_steady():
+            host.run_expect([0], "systemctl restart jupyterhub")
+            host.run_expect([0], "sh -c 'for i in $(seq 60); do curl -fsS -o /dev/null "
+                                 "http://127.0.0.1:8081/hub/api/ && exit 0; sleep 0.5; done; exit 1'")
         assert host.check_output("systemctl show --property=MainPID --value jupyterhub-proxy") == proxy_pid
         routes = proxy_routes(host)
         assert "/probe-route" in routes and "/" in routes

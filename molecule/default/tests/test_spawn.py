@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 import websocket
-from conftest import hub_jobs, slurm_jobs
+from conftest import hub_jobs, hub_steady, slurm_jobs
 
 from hpcgw_hub.spawner import user_id
 
@@ -96,9 +96,10 @@ def test_hub_restart_keeps_running_servers(hub_user, cluster_host, hub_host, tes
     job = job_of(cluster_host, "erin")
     token = erin.token()
     try:
-        hub_host.run_expect([0], "systemctl restart jupyterhub")
-        hub_host.run_expect([0], "sh -c 'for i in $(seq 120); do curl -fsS -o /dev/null "
-                                 "http://127.0.0.1:8081/hub/api/ && exit 0; sleep 0.5; done; exit 1'")
+        with hub_steady():
+            hub_host.run_expect([0], "systemctl restart jupyterhub")
+            hub_host.run_expect([0], "sh -c 'for i in $(seq 120); do curl -fsS -o /dev/null "
+                                     "http://127.0.0.1:8081/hub/api/ && exit 0; sleep 0.5; done; exit 1'")
         status = browser.get(f"https://{testbed.hub_name}/user/erin/api/status",
                              headers={"Authorization": f"token {token}"}, timeout=30)
         assert status.status_code == 200, status.text
