@@ -4,7 +4,8 @@ Both notebooks run at once as Slurm jobs of `gateway`, each in its Apptainer
 image (`--containall --cleanenv`, the user's folder as HOME). Everything below
 is looked at from inside A's kernel, over the public wss:// URL, as a user
 would; what A must not see is first read on the hosts as root, so that each
-check compares against the real thing.
+check compares against the real thing. The site's datasets folder is bound
+read-only (apptainer_images_binds in the test inventory).
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ GATEWAY_ROOT = "/home/gateway/hpcgw"
 
 # Run in A's kernel: what the notebook can see of the machine, as JSON.
 LOOK_AROUND = r"""
-import json, os, pathlib
+import errno, json, os, pathlib
 def listable(p):
     try:
         return sorted(os.listdir(p))
     except OSError as e:
         return type(e).__name__
+def written(p):
+    try:
+        pathlib.Path(p).write_text('x')
+        return 'written'
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
 procs = []
 for pid in filter(str.isdigit, os.listdir('/proc')):
     try:
@@ -44,6 +51,8 @@ json.dumps({
     'peer_folder': listable(PEER_FOLDER), 'users_root': listable(USERS_ROOT),
     'gateway_ssh': listable('/home/gateway/.ssh'), 'tunnel_key': listable(TUNNEL_KEY_DIR),
     'home_gateway': listable('/home/gateway'),
+    'dataset': pathlib.Path('/datasets/README.txt').read_text(), 'dataset_host_path': listable('/srv/datasets'),
+    'dataset_write': written('/datasets/written-by-a-notebook'),
     'jupyterhub': __import__('jupyterhub').__version__,
     'image': pathlib.Path('/etc/hpcgw-test-image').read_text().strip()
              if pathlib.Path('/etc/hpcgw-test-image').exists() else None,
@@ -130,6 +139,13 @@ def test_a_notebook_sees_nothing_of_anothers_or_of_the_gateway(two_notebooks, te
     assert not any("ssh" in cmd.split(" ")[0] for cmd in seen["procs"]), seen["procs"]
     assert seen["peer_folder"] == seen["users_root"] == "FileNotFoundError"
     assert seen["gateway_ssh"] == seen["tunnel_key"] == "FileNotFoundError"
+    # The site's datasets (apptainer_images_binds): readable at their dest,
+    # read-only although gateway may write the folder on the host.
+    assert seen["dataset"] == cluster_host.file("/srv/datasets/README.txt").content_string
+    assert seen["dataset_write"] == "EROFS"
+    assert seen["dataset_host_path"] == "FileNotFoundError"
+    assert cluster_host.run("runuser -u gateway -- test -w /srv/datasets").rc == 0
+    assert not cluster_host.file("/srv/datasets/written-by-a-notebook").exists
     values = set(seen["environ"].values())
     assert grace_token not in values
     for secret in hub_secrets(hub_host):
