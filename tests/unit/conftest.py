@@ -1,4 +1,5 @@
-"""Fixtures for the Globus Auth stand-in tests (tests/globus_standin).
+"""Fixtures: `bed` for the job wrapper's tests (tests/unit/job_bed.py), and
+the Globus Auth stand-in's (tests/globus_standin).
 
 `standin` starts tests/globus_standin/globus_standin.py in a subprocess on
 127.0.0.1 with an ephemeral port and a throw-away CA. Set GLOBUS_STANDIN_PYTHON
@@ -16,6 +17,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from job_bed import Bed, Hub
 
 STANDIN_DIR = Path(__file__).resolve().parents[1] / "globus_standin"
 STANDIN_SCRIPT = STANDIN_DIR / "globus_standin.py"
@@ -218,3 +221,16 @@ def standin_sdk_env(standin, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     return standin
+
+
+@pytest.fixture
+def bed(tmp_path):
+    """The job wrapper's bed (job_bed.Bed) with its hub stand-in serving."""
+    hub = Hub(tmp_path)
+    thread = threading.Thread(target=hub.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    bed = Bed(tmp_path, hub)
+    yield bed
+    bed.stop()
+    hub.shutdown()
+    hub.server_close()

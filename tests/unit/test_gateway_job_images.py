@@ -5,10 +5,10 @@ prefix, nothing of the gateway's), and the refusal of an unknown image
 before anything starts.
 
 Two kinds of tests: the wrapper's functions called directly (loaded from the
-script), and the wrapper run for real as in test_gateway_job.py, with a fake
-runtime on PATH that records its argv and environment and then does what
-`run --cleanenv` does: starts the command after the image with only the
-prefixed variables (prefix removed) and HOME=/home/user.
+script), and the wrapper run for real in test_gateway_job.py's bed, whose
+fake runtime records its argv and environment and then does what `run
+--cleanenv` does: starts the command after the image with only the prefixed
+variables (prefix removed) and HOME=/home/user.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ import base64
 import importlib.machinery
 import importlib.util
 import json
-import os
 import re
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from test_gateway_job import HUB_PORT, TOKEN, USER_ID, Bed, Hub, alive
+from job_bed import HUB_PORT, TOKEN, USER_ID, alive
 
 JOB = Path(__file__).resolve().parents[2] / "roles" / "gateway" / "files" / "hpcgw-job"
 
@@ -40,28 +38,6 @@ def load_wrapper():
 
 job = load_wrapper()
 
-FAKE_RUNTIME = """#!{python}
-import json, os, sys
-here = {here!r}
-args = sys.argv[1:]
-with open(os.path.join(here, "runtime.json.tmp"), "w") as out:
-    json.dump({{"argv": sys.argv, "env": dict(os.environ), "pid": os.getpid()}}, out)
-os.rename(os.path.join(here, "runtime.json.tmp"), os.path.join(here, "runtime.json"))
-assert args[0] == "run", args
-index = 1
-while args[index].startswith("--"):
-    index += 2 if args[index] in ("--home", "--pwd", "--bind") else 1
-command = args[index + 1:]
-prefix = {prefix!r}
-env = {{name[len(prefix):]: value for name, value in os.environ.items() if name.startswith(prefix)}}
-env["HOME"] = "/home/user"
-env["PATH"] = "/usr/bin:/bin"
-os.chdir(args[args.index("--home") + 1].split(":")[0])
-# The image's python3 (here: the test's), which runs the wrapper's launcher.
-if command[0] == "python3":
-    command[0] = {python!r}
-os.execve(command[0], command, env)
-"""
 
 
 def settings(tmp_path: Path, kind: str = "apptainer", **changes) -> dict:
@@ -99,12 +75,9 @@ def container(tmp_path, environ=None, **changes):
 
 # --- notebook_command, directly -------------------------------------------
 
-def test_without_images_json_the_venv_command_is_unchanged(tmp_path):
-    assert job.read_images(tmp_path / "images.json") is None
-    assert job.choose_container(None, {}) is None
-    config = {"notebook": {"command": ["/env/bin/jupyterhub-singleuser"]}}
-    assert job.notebook_command(config, tmp_path / "u", 5000) == [
-        "/env/bin/jupyterhub-singleuser", "--ip=127.0.0.1", "--port=5000"]
+def test_without_images_json_there_is_no_notebook(tmp_path):
+    with pytest.raises(job.Failure, match=r"no image settings .*images.json: notebooks run only in a container"):
+        job.read_images(tmp_path / "images.json")
 
 
 @pytest.mark.parametrize("kind", ["apptainer", "singularity"])
@@ -112,7 +85,7 @@ def test_apptainer_and_singularity_argv(tmp_path, kind):
     chosen = container(tmp_path, kind=kind)
     chosen["runtime"] = f"/usr/bin/{kind}"
     user_dir = Path("/hpcgw/users") / USER_ID
-    assert job.notebook_command({}, user_dir, 5000, chosen) == [
+    assert job.notebook_command(user_dir, 5000, chosen) == [
         f"/usr/bin/{kind}", "run", "--containall", "--cleanenv",
         "--home", f"/hpcgw/users/{USER_ID}:/home/user", "--pwd", "/home/user",
         str(tmp_path / "notebook.sif"), "python3", "-c", job.CONTAINER_LAUNCHER,
@@ -124,7 +97,7 @@ def test_binds_gpu_flag_and_the_chosen_images_command(tmp_path):
     binds = [{"src": "/data/sets", "dest": "/datasets", "mode": "ro"},
              {"src": "/scratch/proj", "dest": "/scratch", "mode": "rw"}]
     chosen = container(tmp_path, {"HPCGW_IMAGE": "other", "HPCGW_GPUS": "2"}, binds=binds)
-    argv = job.notebook_command({}, Path("/u"), 5001, chosen)
+    argv = job.notebook_command(Path("/u"), 5001, chosen)
     assert argv[argv.index("--pwd") + 2:] == [
         "--bind", "/data/sets:/datasets:ro", "--bind", "/scratch/proj:/scratch:rw", "--nv",
         str(tmp_path / "other.sif"), "python3", "-c", job.CONTAINER_LAUNCHER,
@@ -139,7 +112,7 @@ def test_binds_gpu_flag_and_the_chosen_images_command(tmp_path):
 ])
 def test_the_gpu_flag_only_when_the_job_has_gpus(tmp_path, gpus, flag, expected):
     environ = {} if gpus is None else {"HPCGW_GPUS": gpus}
-    argv = job.notebook_command({}, Path("/u"), 5000, container(tmp_path, environ, gpu_flag=flag))
+    argv = job.notebook_command(Path("/u"), 5000, container(tmp_path, environ, gpu_flag=flag))
     assert (flag in argv) is expected
     assert not {"--nv", "--rocm"} - {flag} & set(argv)
 
@@ -153,11 +126,6 @@ def test_no_image_named_means_the_first(tmp_path):
 def test_an_unknown_image_is_refused(tmp_path, name):
     with pytest.raises(job.Failure, match=r"HPCGW_IMAGE=.* is not an image of this cluster; known: notebook, other"):
         container(tmp_path, {"HPCGW_IMAGE": name})
-
-
-def test_an_image_asked_for_without_images_json_is_refused():
-    with pytest.raises(job.Failure, match="no images.json"):
-        job.choose_container(None, {"HPCGW_IMAGE": "notebook"})
 
 
 @pytest.mark.parametrize("gpus", ["-1", "two", "1 ", "99999"])
@@ -202,7 +170,7 @@ def test_the_notebooks_environment_goes_in_with_the_runtimes_prefix_only(tmp_pat
         "JUPYTERHUB_API_TOKEN": TOKEN, "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
         "SLURM_JOB_ID": "77", "CUDA_VISIBLE_DEVICES": "0",
     }
-    notebook_env = job.notebook_environment(environ, tmp_path, 5000, 5001)
+    notebook_env = job.notebook_environment(environ, 5000, 5001)
     env = job.container_environment(notebook_env, environ, kind)
     encoded = env.pop(f"{prefix}HPCGW_NOTEBOOK_ENV")
     assert env == {"PATH": "/usr/bin:/bin", "HOME": "/home/gateway", "USER": "gateway", "LANG": "C.UTF-8"}
@@ -222,36 +190,13 @@ def test_a_hostile_user_name_reaches_the_container_as_base64_only(tmp_path):
     # the notebook's start, and $(...) would run (found on the test bed).
     name = "x';touch pwned-q;'$(touch pwned-d)`touch pwned-b`\"&&id|tee pwned-p;<>*?~!{}[]\\"
     environ = {"PATH": "/usr/bin", "JUPYTERHUB_USER": name, "JUPYTERHUB_SERVICE_PREFIX": f"/user/{name}/"}
-    env = job.container_environment(job.notebook_environment(environ, tmp_path, 5000, 5001), environ, "apptainer")
+    env = job.container_environment(job.notebook_environment(environ, 5000, 5001), environ, "apptainer")
     assert all(re.fullmatch(r"[A-Za-z0-9+/=]*", value) for name_, value in env.items()
                if name_.startswith("APPTAINERENV_")), env
     assert json.loads(base64.b64decode(env["APPTAINERENV_HPCGW_NOTEBOOK_ENV"]))["JUPYTERHUB_USER"] == name
 
 
 # --- the wrapper run for real, with a fake runtime -------------------------
-
-@pytest.fixture
-def bed(tmp_path):
-    hub = Hub(tmp_path)
-    thread = threading.Thread(target=hub.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    bed = Bed(tmp_path, hub)
-    runtime = bed.bin / "apptainer"
-    runtime.write_text(FAKE_RUNTIME.format(python=sys.executable, here=str(tmp_path), prefix="APPTAINERENV_"))
-    runtime.chmod(0o755)
-    images = settings(tmp_path, binds=[{"src": "/data", "dest": "/datasets", "mode": "ro"}])
-    images["runtime"] = str(runtime)
-    for image in images["images"]:
-        image["command"] = [str(bed.bin / "notebook")]
-    write(tmp_path, images)
-    yield bed
-    bed.stop()
-    runtime_record = bed.record("runtime")
-    if runtime_record and alive(runtime_record["pid"]):
-        os.kill(runtime_record["pid"], signal.SIGKILL)
-    hub.shutdown()
-    hub.server_close()
-
 
 def test_the_notebook_runs_in_the_image_and_the_tunnel_outside(bed):
     wrapper = bed.start(HPCGW_IMAGE="other", HPCGW_GPUS="1", APPTAINER_BIND="/home", APPTAINERENV_EVIL="1")

@@ -51,7 +51,6 @@ def wait_gone(host, job_id, timeout=60):
         (ROOT, "root", 0o755),
         (f"{ROOT}/bin", "root", 0o755),
         (f"{ROOT}/etc", "root", 0o755),
-        (f"{ROOT}/env", "root", 0o755),
         (f"{ROOT}/users", "gateway", 0o700),
         (f"{ROOT}/logs", "gateway", 0o700),
         (GATE, "root", 0o755),
@@ -79,7 +78,7 @@ def test_a_listed_users_folder_is_made_before_the_first_notebook(host):
 
 
 @pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin", f"{ROOT}/etc/gateway.json", f"{ROOT}/etc/hub_known_hosts",
-                                  f"{ROOT}/env/notebook/bin/jupyterhub-singleuser"])
+                                  f"{ROOT}/etc/images.json", f"{ROOT}/images", f"{ROOT}/images/notebook.sif"])
 def test_what_root_wrote_is_not_writable_by_gateway(host, path):
     assert as_gateway(host, "test -r %s", path).rc == 0
     assert as_gateway(host, "test -w %s", path).rc == 1
@@ -98,10 +97,8 @@ def test_the_wrapper_settings(host):
         "hub_host": HUB, "hub_ssh_port": 22, "hub_api_port": 8081,
         "tunnel_user": "tunnelbot", "tunnel_key": TUNNEL_KEY,
         "known_hosts": f"{ROOT}/etc/hub_known_hosts", "users_dir": f"{ROOT}/users",
-        "notebook": {"command": [f"{ROOT}/env/notebook/bin/jupyterhub-singleuser"]},
         "start_timeout": 120,
     }
-    assert host.file(settings["notebook"]["command"][0]).mode & 0o111
 
 
 def test_the_pinned_host_keys_are_the_hubs(host, hub_host):
@@ -132,15 +129,6 @@ def test_the_hubs_key_may_run_only_the_gate_from_the_hub(host, testbed):
     options, key_type, _key = lines[0].split()[:3]
     assert options == f'restrict,from="{testbed.address("hub")}",command="{GATE}"'
     assert key_type.startswith(("ssh-ed25519", "ecdsa-", "ssh-rsa"))
-
-
-def test_the_notebook_venv_runs_the_hubs_jupyterhub(host, hub_host):
-    version = "import jupyterhub; print(jupyterhub.__version__)"
-    ours = host.check_output("%s -c %s", f"{ROOT}/env/notebook/bin/python", version)
-    hubs = hub_host.check_output("/opt/jupyterhub/bin/python -c %s", version)
-    assert ours == hubs
-    modules = as_gateway(host, "%s -c %s", f"{ROOT}/env/notebook/bin/python", "import jupyterlab, ipykernel")
-    assert modules.rc == 0, modules.stderr
 
 
 @pytest.mark.parametrize("command", ["id", "status 1;id", "status $(id)", "sbatch --wrap id", ""])
