@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5, choices=range(1, 6), help="1 to 5 (bench1..bench5)")
     args = parser.parse_args()
 
-    testbed = Testbed(name=args.testbed, state_dir=REPO / ".testbed" / args.testbed)
+    testbed = Testbed.discover(args.testbed, REPO / ".testbed" / args.testbed)
     with public_names(testbed), tempfile.NamedTemporaryFile("w", suffix=".pem") as roots:
         roots.write(public_roots(testbed))
         roots.flush()

@@ -32,6 +32,32 @@ class Testbed:
     globus_name: str = "auth.globus.test"
     globus_port: int = 8443
     globus_client_id: str = "6f3cde2a-58b1-4c7e-9c3b-0b8f7f1e2a41"
+    # The hub's https port, and whether the hub and the Globus stand-in are
+    # reached on ports published on 127.0.0.1 (the demo) rather than at the
+    # containers' addresses (the molecule and dev beds).
+    hub_port: int = 443
+    published: bool = False
+
+    @classmethod
+    def discover(cls, name: str, state_dir: pathlib.Path) -> Testbed:
+        """The test bed `name` as a browser on this machine reaches it: the
+        demo publishes the hub's 443 and the stand-in's 8443 on 127.0.0.1, and
+        its hub sends browsers to those ports."""
+        def published_port(role: str, port: int) -> int | None:
+            out = subprocess.run(["docker", "port", f"hpcgw-{name}-{role}", f"{port}/tcp"],
+                                 capture_output=True, text=True).stdout
+            found = re.search(r"127\.0\.0\.1:(\d+)", out)
+            return int(found.group(1)) if found else None
+
+        hub_port = published_port("hub", 443)
+        if hub_port is None:
+            return cls(name=name, state_dir=state_dir)
+        return cls(name=name, state_dir=state_dir, hub_port=hub_port,
+                   globus_port=published_port("services", 8443) or 8443, published=True)
+
+    @property
+    def hub_url(self) -> str:
+        return f"https://{self.hub_name}" + ("" if self.hub_port == 443 else f":{self.hub_port}")
 
     @property
     def ca_cert(self) -> pathlib.Path:
@@ -62,9 +88,9 @@ class Testbed:
 def public_names(testbed: Testbed):
     """Resolve the test bed's public names to its containers, in this process."""
     addresses = {
-        testbed.hub_name: testbed.address("hub"),
+        testbed.hub_name: "127.0.0.1" if testbed.published else testbed.address("hub"),
         testbed.acme_name: testbed.address("services"),
-        testbed.globus_name: testbed.address("services"),
+        testbed.globus_name: "127.0.0.1" if testbed.published else testbed.address("services"),
     }
     real_getaddrinfo = socket.getaddrinfo
 
@@ -101,7 +127,7 @@ def globus_login(browser, testbed: Testbed, username: str):
     """Log in at the hub as a person would: the hub sends the browser to Globus
     (the stand-in), the person picks their identity, Globus sends the browser
     back to the hub's callback. Returns the hub's last response."""
-    start = browser.get(f"https://{testbed.hub_name}/hub/oauth_login", allow_redirects=False, timeout=20)
+    start = browser.get(f"{testbed.hub_url}/hub/oauth_login", allow_redirects=False, timeout=20)
     assert start.status_code == 302, start.text
     authorize = start.headers["Location"]
     assert authorize.startswith(testbed.globus_url + "v2/oauth2/authorize?")
@@ -115,7 +141,7 @@ def globus_login(browser, testbed: Testbed, username: str):
         timeout=20,
     )
     assert back.status_code == 302, back.text
-    assert back.headers["Location"].startswith(f"https://{testbed.hub_name}/hub/oauth_callback?")
+    assert back.headers["Location"].startswith(f"{testbed.hub_url}/hub/oauth_callback?")
     return browser.get(back.headers["Location"], timeout=30)
 
 
@@ -142,7 +168,7 @@ class HubUser:
 
     def __init__(self, browser, testbed: Testbed, name: str):
         self.browser, self.testbed, self.name = browser, testbed, name
-        self.hub = f"https://{testbed.hub_name}"
+        self.hub = testbed.hub_url
 
     def _xsrf(self) -> dict:
         if not self.browser.cookies.get("_xsrf"):
