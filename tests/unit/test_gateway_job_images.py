@@ -23,9 +23,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from job_bed import HUB_PORT, TOKEN, USER_ID, alive
-
-JOB = Path(__file__).resolve().parents[2] / "roles" / "gateway" / "files" / "hpcgw-job"
+from job_bed import HUB_PORT, JOB, TOKEN, USER_ID, alive
 
 
 def load_wrapper():
