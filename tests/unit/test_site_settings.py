@@ -1,14 +1,12 @@
 """The settings files a site edits, and the ones the test bed and the demo
 use: each sets only variables a role declares (a misspelt name would
 otherwise be ignored without a word), on a host of the group that runs that
-role, and the example site's host_vars/ (beside site.yml) reach its hosts."""
+role. That a run reads them (the top-level host_vars/ and an inventory's own)
+is tests/unit/test_site_run.py's: it runs site.yml."""
 
 from __future__ import annotations
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -76,16 +74,3 @@ def test_each_setting_is_a_role_variable_on_a_host_of_its_role(name):
                              f"{GROUP_OF_ROLE[role]}, but {host} is in {hosts[host]}")
     assert not wrong, "\n".join(wrong)
 
-
-def test_the_example_sites_host_vars_reach_its_hosts():
-    """Ansible reads host_vars/ beside site.yml, whatever the inventory."""
-    _, host_vars = INVENTORIES["example"]
-    for folder in sorted(p for p in host_vars.iterdir() if p.is_dir()):
-        run = subprocess.run(
-            [str(pathlib.Path(sys.executable).parent / "ansible-inventory"), "-i", "inventories/example",
-             "--playbook-dir", str(REPO), "--host", folder.name],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
-        seen = json.loads(run.stdout)
-        for path in settings_files(folder):
-            for variable, value in (yaml.safe_load(path.read_text()) or {}).items():
-                assert seen.get(variable) == value, f"{folder.name}: {variable}"

@@ -59,7 +59,8 @@ def test_proxy_is_its_own_unit_without_a_fixed_user(host):
 
 
 def test_everything_listens_on_loopback_only(host):
-    for port in (8000, 8001, 8081):
+    # The proxy's port is the test site's jupyterhub_proxy_port (8010, not the default).
+    for port in (8010, 8001, 8081):
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
         assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
 
