@@ -11,7 +11,7 @@ export HPCGW_TESTBED_DIR := $(CURDIR)/.testbed
 # The demo's published ports, on 127.0.0.1 only.
 DEMO_HTTPS_PORT ?= 8443
 DEMO_GLOBUS_PORT ?= 9443
-# uv installs requirements.txt in about 15 s (pip: about 70 s).
+# uv installs requirements-test.txt in about 15 s (pip: about 70 s).
 UV_VERSION := 0.13.9
 COLLECTION_LINK := .collections/ansible_collections/hpcgateway/jupyterhub
 
@@ -30,13 +30,14 @@ host:
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements-test.txt
 	touch $@
 
-# The repo is the collection hpcgateway.jupyterhub: make it findable by that name.
+# The repo is the collection hpcgateway.jupyterhub, findable by that name
+# through this link (committed; ansible.cfg's collections_path). Remade if lost.
 $(COLLECTION_LINK):
 	mkdir -p $(dir $@)
 	ln -sfn ../../.. $@
@@ -71,4 +72,4 @@ demo-down: venv
 
 clean: demo-down
 	ansible-playbook tests/testbed/down.yml -e testbed_name=molecule
-	rm -rf .testbed .collections
+	rm -rf .testbed
