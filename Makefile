@@ -57,8 +57,10 @@ unit: venv
 setup-checks: venv images
 	pytest -q tests/setup
 
+# As README says a user runs it from the repo root: without this Makefile's
+# environment (molecule.yml gives every step what it needs).
 molecule: venv images
-	molecule test
+	env -u ANSIBLE_CONFIG -u ANSIBLE_COLLECTIONS_PATH -u HPCGW_TESTBED_DIR molecule test
 
 demo: host venv images
 	ansible-playbook tests/testbed/up.yml -e testbed_name=demo \
