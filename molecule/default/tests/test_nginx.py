@@ -80,7 +80,7 @@ def nginx_files_digest(hub_host) -> dict[str, str]:
 
 def run_role(run_playbook, tmp_path: pathlib.Path, extra_vars: dict):
     """The role's validate entry point, then the role, on the hub (what
-    playbooks/preflight.yml and playbooks/hub.yml do), with -e overrides."""
+    the preflight and the hub play of playbooks/site.yml do), with -e overrides."""
     playbook = tmp_path / "nginx.yml"
     playbook.write_text(
         "- name: The nginx role alone\n"
