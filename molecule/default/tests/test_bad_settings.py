@@ -26,3 +26,23 @@ def test_bad_setting_fails_before_any_change(run_playbook, extra, named):
     assert "Traceback" not in run.output
     for host in ("hub.gateway.test", "login.cluster.test"):
         assert run.recap(host)["changed"] == 0, run.output[-3000:]
+
+
+# The site-wide checks run on the controller, before any host is reached
+# (hpcgateway.jupyterhub.site_settings): the hosts are not even in the recap.
+SITE_CASES = [
+    pytest.param(["-e", "jupyterhub_idle_culler_timout=60"], "Did you mean jupyterhub_idle_culler_timeout?",
+                 id="misspelt-setting"),
+    # The test site's jupyterhub_proxy_port is 8010 (inventory host_vars).
+    pytest.param(["-e", "nginx_upstream_url=http://127.0.0.1:8000"],
+                 "is port 8000, but the proxy listens on jupyterhub_proxy_port 8010", id="upstream-off-the-proxy-port"),
+]
+
+
+@pytest.mark.parametrize("extra, named", SITE_CASES)
+def test_bad_site_setting_fails_before_any_host_is_reached(run_playbook, extra, named):
+    run = run_playbook("site.yml", *extra)
+    assert run.returncode != 0
+    assert named in run.output, run.output[-3000:]
+    recap = run.output.rsplit("PLAY RECAP", 1)[-1]
+    assert "hub.gateway.test" not in recap and "login.cluster.test" not in recap

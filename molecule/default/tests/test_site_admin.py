@@ -32,7 +32,7 @@ def test_the_proxy_listens_on_the_sites_port_and_nginx_follows_it(host):
     effective = host.check_output("nginx -T 2>/dev/null | grep proxy_pass")
     assert "proxy_pass http://127.0.0.1:8010;" in effective
     # ...and the hub answers through NGINX on the changed port.
-    status = host.check_output("curl -sk -o /dev/null -w '%%{http_code}' "
+    status = host.check_output("curl -sk -o /dev/null -w '%{http_code}' "
                                "--resolve hub.gateway.test:443:127.0.0.1 https://hub.gateway.test/hub/api/")
     assert status == "200"
 
