@@ -14,7 +14,7 @@ GROUP_OF_ROLE = {"jupyterhub": "hub", "globus_auth": "hub", "nginx": "hub", "spa
                  "gateway": "cluster", "apptainer_images": "cluster"}
 
 
-def testbed_suites() -> dict[str, str]:
+def suites_of_the_testbed() -> dict[str, str]:
     script = (REPO / "tests/testbed/build-images.sh").read_text()
     declared = re.search(r"declare -A suite_of=\((.*?)\)", script).group(1)
     return dict(re.findall(r"\[(\w+)\]=(\w+)", declared))
@@ -24,7 +24,7 @@ def testbed_suites() -> dict[str, str]:
 def test_a_role_claims_only_the_platform_its_test_bed_host_runs(role):
     meta = yaml.safe_load((REPO / "roles" / role / "meta/main.yml").read_text())
     platforms = meta["galaxy_info"]["platforms"]
-    assert platforms == [{"name": "Debian", "versions": [testbed_suites()[GROUP_OF_ROLE[role]]]}]
+    assert platforms == [{"name": "Debian", "versions": [suites_of_the_testbed()[GROUP_OF_ROLE[role]]]}]
 
 
 def test_the_roles_are_all_placed():
