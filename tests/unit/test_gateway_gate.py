@@ -172,11 +172,14 @@ def test_submit_asks_for_gpus_of_a_gpu_profile(slurm):
 def test_sbatch_gets_the_accounts_basics_not_what_an_ssh_client_sent(slurm):
     slurm.answers("sbatch", out="7\n")
     done = submit(slurm, request(), LC_ALL="x", SBATCH_OUTPUT="/home/gateway/.ssh/authorized_keys",
-                  SBATCH_EXPORT="NONE", SLURM_CONF="/etc/slurm/slurm.conf", USER="gateway")
+                  SBATCH_EXPORT="NONE", SLURM_CONF="/etc/slurm/slurm.conf", USER="gateway", LANG="C.UTF-8",
+                  BASH_ENV="/tmp/x")
     assert done.returncode == 0, done.stderr
-    [env] = slurm.envs()
-    assert not {"SBATCH_OUTPUT", "SBATCH_EXPORT", "LC_ALL", "SSH_ORIGINAL_COMMAND"} & set(env)
-    assert env["SLURM_CONF"] == "/etc/slurm/slurm.conf" and env["USER"] == "gateway"
+    submit(slurm, request(), LANG="C;$(id)")
+    with_locale, odd_locale = slurm.envs()
+    assert not {"SBATCH_OUTPUT", "SBATCH_EXPORT", "LC_ALL", "SSH_ORIGINAL_COMMAND", "BASH_ENV"} & set(with_locale)
+    assert with_locale["SLURM_CONF"] == "/etc/slurm/slurm.conf" and with_locale["USER"] == "gateway"
+    assert with_locale["LANG"] == "C.UTF-8" and "LANG" not in odd_locale
 
 
 def test_submit_reports_sbatch_errors(slurm):
