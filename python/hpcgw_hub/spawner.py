@@ -95,7 +95,12 @@ class GatewaySpawner(BatchSpawnerBase):
     )
     status_retries = Integer(2, config=True, help="Retries of a failed status check before it counts as unknown.")
     status_retry_delay = Float(1.0, config=True, help="Seconds before the first retry (doubles each time).")
-    stop_timeout = Float(30, config=True, help="Seconds to wait for Slurm to confirm a cancelled job is gone.")
+    stop_timeout = Float(
+        360, config=True,
+        help="Seconds to wait for Slurm to confirm a cancelled job is gone (no longer listed; COMPLETING is not "
+        "gone). Longer than Slurm's default SlurmdTimeout (300 s): a node whose slurmd is down keeps the job "
+        "COMPLETING until Slurm marks the node down. JupyterHub forgets the job when stop() returns.",
+    )
     startup_poll_interval = Float(0.5, config=True, help="Seconds between status checks while a job starts.")
     stop_poll_interval = Float(0.25, config=True, help="Seconds between checks that a cancelled job is gone.")
     reuse_ssh_connection = Bool(
@@ -336,10 +341,12 @@ class GatewaySpawner(BatchSpawnerBase):
         if now:
             return
         deadline = asyncio.get_running_loop().time() + self.stop_timeout
+        interval = self.stop_poll_interval
         while asyncio.get_running_loop().time() < deadline:
             if await self.query_job_status() == JobStatus.NOTFOUND:
                 return
-            await asyncio.sleep(self.stop_poll_interval)
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, 5.0)  # quick for the usual seconds, then every 5 s
         self.log.warning("Job %s of %s: Slurm did not confirm it is gone", self.job_id, self.user.name)
 
     async def progress(self):
