@@ -2,7 +2,9 @@
 
 Every call is `ssh ... gateway@login <verb> [<digits or prefix>]`; the key is
 accepted on the cluster only with the forced command `hpcgw-gate`, which
-allows exactly `submit`, `status`, `cancel` and `list` (docs/spawning.md).
+allows exactly `submit` (a JSON request on stdin, from which the gate builds
+the job itself), `status`, `cancel` and `list`, the last three for this hub's
+jobs only (docs/spawning.md).
 Nothing here goes through a shell: argv lists only.
 
 One SSH master per hub process carries all calls (ControlMaster): a call then
@@ -109,8 +111,9 @@ class Gate:
             return GateResult(None, "", f"no answer from {self.host} within {self.timeout}s")
         return GateResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    async def submit(self, script: str) -> GateResult:
-        return await self.call("submit", stdin=script)
+    async def submit(self, request: str) -> GateResult:
+        """`request`: the JSON submit request (GatewaySpawner.submit_request)."""
+        return await self.call("submit", stdin=request)
 
     async def status(self, job_id: str) -> GateResult:
         if not JOB_ID.match(job_id):

@@ -3,7 +3,9 @@
 A batchspawner subclass for hubs whose users are not Unix users anywhere:
 - commands go over one reused SSH connection as `gateway` to a forced-command
   gate (`hpcgw_hub.gate`), never through a shell on either side;
-- the batch script is built here with every value checked and shell-quoted;
+- the hub sends the gate a JSON request (user id, checked options, the
+  JUPYTERHUB_* environment); the gate checks it again against the cluster's
+  own settings and builds the batch script (docs/spawning.md);
   spawn options from the form or the REST API are checked against the admin's
   profiles first (`hpcgw_hub.options`): outside values are a 400, and no job;
 - the spawn form is made from the profiles and the cluster's image list
@@ -12,7 +14,8 @@ A batchspawner subclass for hubs whose users are not Unix users anywhere:
   listens; the hub reaches it at 127.0.0.1:<port>, the hub end of its tunnel;
 - an SSH or Slurm error while checking a job is "unknown": retried, and never
   taken for "the job is gone" (upstream batchspawner#315);
-- stopping cancels the job and waits until Slurm confirms it is gone;
+- stopping cancels the job and waits until Slurm confirms it is gone: a job
+  Slurm still lists as COMPLETING is not gone (nor stopped for poll());
 - jobs are named `<job_name_prefix>-<user id>`, so `hpcgw_hub.reaper` can
   cancel this hub's orphans when the hub starts.
 """
@@ -21,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
-import shlex
 
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
 from batchspawner import BatchSpawnerBase, JobStatus
@@ -36,8 +39,17 @@ from .options import OptionsError, check_profiles, from_form, remembered, valida
 
 PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
 RUNNING = {"RUNNING"}
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
-SLURM_WORD = re.compile(r"^[A-Za-z0-9_.-]+$")
+# What the gate prints for a job Slurm no longer lists (or not this hub's).
+# Any state Slurm still lists is not gone: COMPLETING above all (the node has
+# not confirmed the end; with its slurmd down, the notebook still runs).
+# squeue -j lists no job that has ended (measured: Slurm 24.11, MinJobAge 300).
+GONE = "GONE"
+# The gate's environment rule (roles/gateway/files/hpcgw-gate): JUPYTERHUB_*
+# names and the secrets of the job wrapper, values without control characters.
+GATE_ENV = re.compile(r"^JUPYTERHUB_[A-Z0-9_]{1,100}$")
+JOB_SECRETS = frozenset({"HPCGW_PORT_SECRET"})
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_ENV_VALUE = 4096
 
 
 def refused(error: OptionsError) -> web.HTTPError:
@@ -83,7 +95,12 @@ class GatewaySpawner(BatchSpawnerBase):
     )
     status_retries = Integer(2, config=True, help="Retries of a failed status check before it counts as unknown.")
     status_retry_delay = Float(1.0, config=True, help="Seconds before the first retry (doubles each time).")
-    stop_timeout = Float(30, config=True, help="Seconds to wait for Slurm to confirm a cancelled job is gone.")
+    stop_timeout = Float(
+        360, config=True,
+        help="Seconds to wait for Slurm to confirm a cancelled job is gone (no longer listed; COMPLETING is not "
+        "gone). Longer than Slurm's default SlurmdTimeout (300 s): a node whose slurmd is down keeps the job "
+        "COMPLETING until Slurm marks the node down. JupyterHub forgets the job when stop() returns.",
+    )
     startup_poll_interval = Float(0.5, config=True, help="Seconds between status checks while a job starts.")
     stop_poll_interval = Float(0.25, config=True, help="Seconds between checks that a cancelled job is gone.")
     reuse_ssh_connection = Bool(
@@ -173,44 +190,41 @@ class GatewaySpawner(BatchSpawnerBase):
         except OptionsError as error:
             raise refused(error) from None
 
-    # -- the batch script --------------------------------------------------
+    # -- the submit request (the gate builds the batch script) --------------
     def job_environment(self, request) -> dict:
+        """What the job wrapper gets from the hub: JUPYTERHUB_* (the spawner's
+        environment and `environment` config) and the secrets in JOB_SECRETS.
+        The gate accepts nothing else and sets HPCGW_USER_ID, HPCGW_IMAGE and
+        HPCGW_GPUS itself from the checked request."""
         env = {k: v for k, v in self.get_env().items() if k.startswith("JUPYTERHUB_")}
         env.update({k: v for k, v in self.environment.items() if isinstance(v, str)})
-        # The job wrapper's contract (docs/spawning.md); set last, so nothing overrides them.
-        env["HPCGW_USER_ID"] = self.user_id
-        env["HPCGW_IMAGE"] = request.image
-        env["HPCGW_GPUS"] = str(request.gpus)
-        env = {k: str(v) for k, v in env.items() if ENV_NAME.match(k) and k not in {"PATH", "HOME", "LD_PRELOAD"}}
+        env = {k: str(v) for k, v in env.items() if GATE_ENV.match(k) or k in JOB_SECRETS}
         for name, value in env.items():
-            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            if CONTROL.search(value):
                 raise web.HTTPError(400, f"refused: {name} holds a control character")
+            if len(value) > MAX_ENV_VALUE:
+                raise web.HTTPError(400, f"refused: {name} is longer than {MAX_ENV_VALUE} characters")
         return env
 
-    def batch_script_for(self, request) -> str:
-        for word in (request.partition, self.job_name):
-            if not SLURM_WORD.match(word):
-                raise web.HTTPError(400, f"refused: {word!r} is not a safe Slurm name")
-        root = self.gateway_root
-        lines = [
-            "#!/bin/bash",
-            f"#SBATCH --job-name={self.job_name}",
-            f"#SBATCH --partition={request.partition}",
-            f"#SBATCH --time={request.minutes}",
-            f"#SBATCH --cpus-per-task={request.cpus}",
-            f"#SBATCH --mem={request.memory_mb}M",
-            f"#SBATCH --output={root}/logs/{self.user_id}.%j.log",
-            f"#SBATCH --chdir={root}",
-        ]
-        if request.gpus:
-            lines.append(f"#SBATCH --gres=gpu:{request.gpus}")
-        lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(self.job_environment(request).items())]
-        lines.append(f"exec {shlex.quote(root + '/bin/hpcgw-job')}")
-        return "\n".join(lines) + "\n"
+    def submit_request(self, request) -> str:
+        """The JSON the gate's `submit` reads on stdin (docs/spawning.md): the
+        checked options, the user id and the environment; the gate checks it
+        all again against the cluster's own settings and builds the job."""
+        body = {
+            "user_id": self.user_id,
+            "profile": request.profile,
+            "image": request.image,
+            "minutes": request.minutes,
+            "cpus": request.cpus,
+            "memory_mb": request.memory_mb,
+            "gpus": request.gpus,
+            "env": self.job_environment(request),
+        }
+        return json.dumps(body, sort_keys=True)
 
     # -- batchspawner's job interface, over the gate -----------------------
     async def submit_batch_script(self):
-        result = await self.gate.submit(self.batch_script_for(self.job_request()))
+        result = await self.gate.submit(self.submit_request(self.job_request()))
         job_id = result.stdout.strip().split(";")[0] if result.ok else ""
         if not re.fullmatch(r"[0-9]+", job_id):
             self.log.error("Slurm refused %s's job: %s", self.user.name, (result.stderr or result.stdout).strip())
@@ -233,7 +247,13 @@ class GatewaySpawner(BatchSpawnerBase):
                     return JobStatus.RUNNING
                 if state in PENDING:
                     return JobStatus.PENDING
-                return JobStatus.NOTFOUND  # GONE, or a terminal state
+                if state == GONE:
+                    return JobStatus.NOTFOUND
+                # Still listed, neither queued nor running (COMPLETING,
+                # SIGNALING, STAGE_OUT, STOPPED...): its processes may still
+                # run, so it is not gone (batchspawner's JobStatus has no
+                # "ending"; state_isending() tells it from an SSH failure).
+                return JobStatus.UNKNOWN
             self.log.warning("Status of job %s unknown (try %d): %s", self.job_id, attempt + 1, result.stderr.strip())
             if attempt < self.status_retries:
                 await asyncio.sleep(delay)
@@ -258,6 +278,11 @@ class GatewaySpawner(BatchSpawnerBase):
     def state_isunknown(self):
         return self.job_status == "UNKNOWN"
 
+    def state_isending(self):
+        """Slurm still lists the job, neither pending nor running (COMPLETING...)."""
+        state = self.job_status.split(" ", 1)[0]
+        return bool(state) and state not in PENDING | RUNNING | {GONE, "UNKNOWN"}
+
     def state_gethost(self):
         return self.ip
 
@@ -281,9 +306,12 @@ class GatewaySpawner(BatchSpawnerBase):
         self.log.info("Job %s (%s) for %s submitted: %s", self.job_id, self.job_name, self.user.name, request)
         while not self._port_reported.done():
             status = await self.query_job_status()
-            if status == JobStatus.NOTFOUND:
+            if status == JobStatus.NOTFOUND or self.state_isending():
                 log = f"{self.gateway_root}/logs/{self.user_id}.{self.job_id}.log"
-                self.clear_state()
+                if status == JobStatus.NOTFOUND:
+                    self.clear_state()
+                # else the job is ending: keep its id, so the hub's stop() after
+                # this failure waits until Slurm no longer lists it.
                 raise web.HTTPError(500, f"The notebook job ended before the notebook started (cluster log: {log}).")
             try:
                 await asyncio.wait_for(asyncio.shield(self._port_reported), self.startup_poll_interval)
@@ -297,6 +325,10 @@ class GatewaySpawner(BatchSpawnerBase):
         if not self.job_id:
             return 0
         status = await self.query_job_status()
+        # A job Slurm still lists as COMPLETING is not stopped yet: its
+        # notebook may still run (a node whose slurmd is down never confirms
+        # the end). The server stays until Slurm no longer lists the job, so
+        # that the hub's stop() cancels it and waits, and no second job starts.
         if status in (JobStatus.RUNNING, JobStatus.PENDING, JobStatus.UNKNOWN):
             return None
         self.clear_state()
@@ -309,10 +341,12 @@ class GatewaySpawner(BatchSpawnerBase):
         if now:
             return
         deadline = asyncio.get_running_loop().time() + self.stop_timeout
+        interval = self.stop_poll_interval
         while asyncio.get_running_loop().time() < deadline:
             if await self.query_job_status() == JobStatus.NOTFOUND:
                 return
-            await asyncio.sleep(self.stop_poll_interval)
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, 5.0)  # quick for the usual seconds, then every 5 s
         self.log.warning("Job %s of %s: Slurm did not confirm it is gone", self.job_id, self.user.name)
 
     async def progress(self):
@@ -324,6 +358,8 @@ class GatewaySpawner(BatchSpawnerBase):
             elif self.state_isrunning():
                 node = words[1] if len(words) > 1 else "a node"
                 yield {"message": f"Job {self.job_id} running on {node}: starting the notebook..."}
+            elif self.state_isending():
+                yield {"message": f"Job {self.job_id} is ending on the cluster..."}
             elif self.job_id:
                 yield {"message": f"Job {self.job_id} submitted..."}
             await asyncio.sleep(1)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
-import shlex
-import subprocess
 from unittest.mock import Mock
 
 import pytest
@@ -163,38 +163,42 @@ def spawner_for(username: str, environment: dict | None = None) -> GatewaySpawne
     return spawner
 
 
-def test_batch_script_quotes_every_value_for_a_hostile_username(tmp_path):
+def test_the_submit_request_carries_checked_values_and_no_script():
     hostile = "x'; touch pwned; echo '$(touch pwned2)`touch pwned3` #SBATCH --uid=0"
-    spawner = spawner_for(hostile, {"EXTRA": "a b;c", "bad-name": "x"})
-    script = spawner.batch_script_for(validate({}, PROFILES))
-    lines = script.splitlines()
-    # Slurm directives come only from the admin's names and checked numbers.
-    assert [line for line in lines if line.startswith("#SBATCH")] == [
-        f"#SBATCH --job-name=hpcgw-hub-{user_id(hostile)}",
-        "#SBATCH --partition=compute",
-        "#SBATCH --time=60",
-        "#SBATCH --cpus-per-task=1",
-        "#SBATCH --mem=1024M",
-        f"#SBATCH --output=/home/gateway/hpcgw/logs/{user_id(hostile)}.%j.log",
-        "#SBATCH --chdir=/home/gateway/hpcgw",
-    ]
-    assert "PATH=" not in script and "bad-name" not in script
-    assert "export HPCGW_IMAGE=notebook" in lines and "export HPCGW_GPUS=0" in lines
-    # Run the script's exports in a real shell: every value arrives verbatim, nothing runs.
-    exports = "\n".join(line for line in lines if line.startswith("export "))
-    shown = subprocess.run(
-        ["bash", "-c", exports + '\nprintf "%s\\0" "$JUPYTERHUB_USER" "$EXTRA" "$HPCGW_USER_ID" "$HPCGW_IMAGE"'],
-        capture_output=True, text=True, cwd=tmp_path, check=True,
-    ).stdout.split("\0")[:4]
-    assert shown == [hostile, "a b;c", user_id(hostile), "notebook"]
-    assert not list(tmp_path.iterdir())
-    assert lines[-1] == "exec " + shlex.quote("/home/gateway/hpcgw/bin/hpcgw-job")
+    spawner = spawner_for(hostile, {"EXTRA": "a b;c", "bad-name": "x", "JUPYTERHUB_EXTRA": "1",
+                                    "HPCGW_PORT_SECRET": "s3cr3t", "HPCGW_USER_ID": "u-0000000000000000ffff",
+                                    "LD_PRELOAD": "/tmp/x.so"})
+    body = json.loads(spawner.submit_request(validate({}, PROFILES)))
+    # Exactly the gate's keys: the gate builds the script, the job name, --output and --chdir.
+    assert body == {
+        "user_id": user_id(hostile), "profile": "compute", "image": "notebook", "minutes": 60, "cpus": 1,
+        "memory_mb": 1024, "gpus": 0,
+        "env": {"JUPYTERHUB_USER": hostile, "JUPYTERHUB_API_TOKEN": "t0k3n", "JUPYTERHUB_EXTRA": "1",
+                "HPCGW_PORT_SECRET": "s3cr3t"},
+    }
+
+
+def test_the_submit_request_is_what_the_gate_accepts(tmp_path):
+    """The hub's request, given to the real gate (fake sbatch), starts a job."""
+    from test_gateway_gate import Slurm
+
+    slurm = Slurm(tmp_path)
+    slurm.settings(job_name_prefix="hpcgw-hub", profiles=PROFILES)
+    slurm.answers("sbatch", out="31\n")
+    spawner = spawner_for("carol")
+    spawner.profiles = PROFILES
+    spawner.user_options = {"profile": "gpu", "image": "cuda", "gpus": 2}
+    done = slurm.gate("submit", spawner.submit_request(spawner.job_request()).encode())
+    assert (done.returncode, done.stdout) == (0, b"31\n"), done.stderr
+    [call] = slurm.calls()
+    assert f"--job-name={spawner.job_name}" in call["argv"] and "--gres=gpu:2" in call["argv"]
+    assert "export HPCGW_IMAGE=cuda" in call["stdin"] and "export HPCGW_GPUS=2" in call["stdin"]
 
 
 def test_control_characters_are_refused():
     spawner = spawner_for("bob\n#SBATCH --uid=0")
     with pytest.raises(web.HTTPError) as refused:
-        spawner.batch_script_for(validate({}, PROFILES))
+        spawner.submit_request(validate({}, PROFILES))
     assert refused.value.status_code == 400
 
 
@@ -254,38 +258,18 @@ def test_spawners_share_one_gate_per_connection_setting():
     assert a.gate is not b.gate and b.gate.timeout == 5
 
 
-def test_the_batch_script_carries_the_image_and_gpus_for_the_job_wrapper(tmp_path):
-    # An admin's image name with a shell-special character is still only a word for the wrapper.
-    profiles = [{**PROFILES[1], "images": ["cuda-12.4_torch"]}]
+def test_the_submit_request_carries_the_image_and_gpus_not_in_the_environment():
     spawner = spawner_for("carol", {"HPCGW_IMAGE": "override", "HPCGW_GPUS": "9"})
-    spawner.profiles = profiles
-    spawner.user_options = {"gpus": 2}
-    script = spawner.batch_script_for(spawner.job_request())
-    assert "#SBATCH --partition=gpu" in script and "#SBATCH --gres=gpu:2" in script
-    exports = "\n".join(line for line in script.splitlines() if line.startswith("export "))
-    assert "export HPCGW_IMAGE=cuda-12.4_torch" in exports and "export HPCGW_GPUS=2" in exports
-    shown = subprocess.run(["bash", "-c", exports + '\nprintf "%s\\0" "$HPCGW_IMAGE" "$HPCGW_GPUS"'],
-                           capture_output=True, text=True, cwd=tmp_path, check=True).stdout.split("\0")[:2]
-    assert shown == ["cuda-12.4_torch", "2"]
+    spawner.user_options = {"profile": "gpu", "gpus": 2}
+    body = json.loads(spawner.submit_request(spawner.job_request()))
+    assert (body["profile"], body["image"], body["gpus"]) == ("gpu", "cuda", 2)
+    assert not [name for name in body["env"] if name.startswith("HPCGW_")]
 
 
-def test_an_image_name_is_shell_quoted_in_the_batch_script(tmp_path):
-    # validate() only passes admin-listed names; were one odd, it still could not run anything.
-    spawner = spawner_for("dave")
-    request = JobRequest(profile="compute", partition="compute", image="x'; touch pwned; '", minutes=1, cpus=1,
-                         memory_mb=1, gpus=0)
-    script = spawner.batch_script_for(request)
-    assert "export HPCGW_IMAGE=" + shlex.quote("x'; touch pwned; '") in script.splitlines()
-    exports = "\n".join(line for line in script.splitlines() if line.startswith("export "))
-    subprocess.run(["bash", "-c", exports], cwd=tmp_path, check=True)
-    assert not list(tmp_path.iterdir())
-
-
-def test_an_image_name_with_a_control_character_is_refused():
-    request = JobRequest(profile="compute", partition="compute", image="notebook\n#SBATCH --uid=0", minutes=1,
-                         cpus=1, memory_mb=1, gpus=0)
+def test_an_environment_value_with_a_control_character_is_refused():
+    spawner = spawner_for("erin", {"JUPYTERHUB_X": "a\x1b[2J"})
     with pytest.raises(web.HTTPError) as refused:
-        spawner_for("erin").batch_script_for(request)
+        spawner.submit_request(validate({}, PROFILES))
     assert refused.value.status_code == 400
 
 
@@ -426,3 +410,92 @@ def test_a_start_with_bad_options_submits_nothing():
     with pytest.raises(web.HTTPError) as refused:
         asyncio.run(spawner.start())
     assert refused.value.jupyterhub_message.startswith("Spawn options refused: image 'cuda'")
+
+
+# -- a job Slurm still lists (COMPLETING) is not gone --------------------------
+class FakeGate:
+    """Answers `status` from a list of gate answers, the last one repeated."""
+
+    def __init__(self, *answers):
+        from types import SimpleNamespace
+
+        self.answers = [SimpleNamespace(returncode=0, ok=True, stdout=a + "\n", stderr="") for a in answers]
+        self.asked = []
+
+    async def status(self, job_id):
+        self.asked.append(("status", job_id))
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    async def cancel(self, job_id):
+        self.asked.append(("cancel", job_id))
+        from types import SimpleNamespace
+
+        return SimpleNamespace(returncode=0, ok=True, stdout="", stderr="")
+
+
+@pytest.fixture
+def spawner_with_gate(monkeypatch):
+    def make(gate):
+        monkeypatch.setattr(GatewaySpawner, "gate", property(lambda self: gate))
+        spawner = spawner_for("frank")
+        spawner.job_id = "77"
+        spawner.stop_poll_interval = 0
+        return spawner
+
+    return make
+
+
+def test_a_completing_job_is_not_gone(spawner_with_gate):
+    from batchspawner import JobStatus
+
+    spawner = spawner_with_gate(FakeGate("COMPLETING c1 None"))
+    assert asyncio.run(spawner.query_job_status()) != JobStatus.NOTFOUND
+    assert spawner.state_isending()
+
+
+def test_poll_keeps_a_completing_server_until_slurm_no_longer_lists_it(spawner_with_gate):
+    gate = FakeGate("COMPLETING c1 None", "GONE")
+    spawner = spawner_with_gate(gate)
+    assert asyncio.run(spawner.poll()) is None
+    assert spawner.job_id == "77"
+    assert asyncio.run(spawner.poll()) == 1
+    assert spawner.job_id == ""
+
+
+def test_stop_waits_while_the_job_is_completing(spawner_with_gate):
+    gate = FakeGate("RUNNING c1 None", "COMPLETING c1 None", "COMPLETING c1 None", "GONE")
+    spawner = spawner_with_gate(gate)
+    asyncio.run(spawner.stop())
+    assert gate.asked == [("cancel", "77")] + [("status", "77")] * 4
+
+
+def test_stop_of_a_job_stuck_in_completing_says_so(spawner_with_gate, caplog):
+    gate = FakeGate("COMPLETING c1 None")
+    spawner = spawner_with_gate(gate)
+    spawner.stop_timeout = 0.2
+    spawner.stop_poll_interval = 0.05
+    asyncio.run(spawner.stop())
+    assert len(gate.asked) > 2
+    assert "did not confirm it is gone" in caplog.text
+
+
+def test_a_job_ending_before_its_notebook_fails_the_start_and_keeps_its_id(spawner_with_gate):
+    """JupyterHub stops a server whose start failed (User.stop: poll(), then
+    stop() while poll() says it runs): the id must stay for that stop to wait."""
+    from types import SimpleNamespace
+
+    gate = FakeGate("PENDING n/a Resources", "COMPLETING c1 None")
+
+    async def submit(request):
+        gate.asked.append(("submit", json.loads(request)["user_id"]))
+        return SimpleNamespace(returncode=0, ok=True, stdout="77\n", stderr="")
+
+    gate.submit = submit
+    spawner = spawner_with_gate(gate)
+    spawner.job_id = ""
+    spawner.startup_poll_interval = 0.01
+    spawner.orm_spawner, spawner.db = SimpleNamespace(server=None, state=None), Mock()
+    with pytest.raises(web.HTTPError, match="ended before the notebook started"):
+        asyncio.run(spawner.start())
+    assert spawner.job_id == "77"
+    assert asyncio.run(spawner.poll()) is None  # so User.stop calls stop(), which cancels and waits

@@ -25,24 +25,29 @@ def as_gateway(host, command, *args):
     return host.run("runuser -u gateway -- " + command, *args)
 
 
-def gate(host, command, stdin=""):
+def gate(host, command, stdin="", gate=GATE):
     """The gate as the hub's key runs it: as gateway, SSH_ORIGINAL_COMMAND set."""
     return host.run(
         "printf '%%s' %s | runuser -u gateway -- env -i PATH=/usr/local/bin:/usr/bin:/bin "
         "SSH_ORIGINAL_COMMAND=%s %s",
-        stdin, command, GATE,
+        stdin, command, gate,
     )
 
 
-def wait_gone(host, job_id, timeout=60):
+def wait_gone(host, job_id, timeout=60, gate_path=GATE, squeue=False):
+    """Until Slurm no longer lists the job (through a gate, or squeue for a job not a hub's)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = gate(host, f"status {job_id}")
-        assert status.rc == 0, status.stderr
-        if status.stdout.strip() == "GONE":
+        if squeue:
+            listed = host.run("squeue -h -j %s -o %%T", job_id).stdout.strip()
+        else:
+            status = gate(host, f"status {job_id}", gate=gate_path)
+            assert status.rc == 0, status.stderr
+            listed = "" if status.stdout.strip() == "GONE" else status.stdout
+        if not listed:
             return
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still known to Slurm: {status.stdout}")
+    raise AssertionError(f"job {job_id} still known to Slurm: {listed}")
 
 
 @pytest.mark.parametrize(
@@ -93,12 +98,18 @@ def test_the_tunnel_key_is_an_ed25519_pair_of_gateway(host):
 
 def test_the_wrapper_settings(host):
     settings = json.loads(host.file(f"{ROOT}/etc/gateway.json").content_string)
+    profiles = settings.pop("profiles")
     assert settings == {
         "hub_host": HUB, "hub_ssh_port": 22, "hub_api_port": 8081,
         "tunnel_user": "tunnelbot", "tunnel_key": TUNNEL_KEY,
         "known_hosts": f"{ROOT}/etc/hub_known_hosts", "users_dir": f"{ROOT}/users",
-        "start_timeout": 120,
+        "start_timeout": 120, "job_name_prefix": "hpcgw-hub",
     }
+    # The gate's copy of the hub's profiles (molecule's host_vars of the hub).
+    assert [(p["name"], p["partition"], p["max_minutes"], p["images"]) for p in profiles] == [
+        ("compute", "compute", 480, ["notebook", "notebook-marked"]),
+        ("short", "short", 60, ["notebook", "notebook-marked"]),
+    ]
 
 
 def test_the_pinned_host_keys_are_the_hubs(host, hub_host):
@@ -139,38 +150,80 @@ def test_the_gate_refuses_anything_else(host, command):
     assert "refused" in result.stderr
 
 
-def test_the_gate_submits_reports_lists_and_cancels_a_real_job(host):
-    script = "#!/bin/sh\n#SBATCH --job-name=hpcgw-verify-gate\n#SBATCH --output=/dev/null\nexec sleep 300\n"
-    submitted = gate(host, "submit", script)
+VERIFY = "/var/tmp/hpcgw-verify"
+
+
+@pytest.fixture
+def verify_gate(host):
+    """A copy of the installed gate in a gateway folder of its own: job name
+    prefix hpcgw-verify (so the hub's tests never count its jobs), the real
+    profiles and images, and a bin/hpcgw-job that only sleeps."""
+    settings = json.loads(host.file(f"{ROOT}/etc/gateway.json").content_string)
+    settings["job_name_prefix"] = "hpcgw-verify"
+    host.run("rm -rf %s", VERIFY)
+    host.check_output("install -d -m 0755 %s %s/bin %s/etc && install -d -o gateway -m 0700 %s/logs",
+                      VERIFY, VERIFY, VERIFY, VERIFY)
+    host.check_output("install -m 0755 %s %s/bin/hpcgw-gate && install -m 0644 %s/etc/images.json %s/etc/",
+                      GATE, VERIFY, ROOT, VERIFY)
+    host.check_output("printf '%%s' %s > %s/etc/gateway.json", json.dumps(settings), VERIFY)
+    host.check_output("printf '#!/bin/sh\\nexec sleep 300\\n' > %s/bin/hpcgw-job && chmod 0755 %s/bin/hpcgw-job",
+                      VERIFY, VERIFY)
+    yield f"{VERIFY}/bin/hpcgw-gate"
+    host.run("rm -rf %s", VERIFY)
+
+
+def request(**change):
+    body = {"user_id": "u-000000000000000000e1", "profile": "short", "image": "notebook", "minutes": 2,
+            "cpus": 1, "memory_mb": 64, "gpus": 0, "env": {"JUPYTERHUB_USER": "verify"}}
+    return json.dumps({**body, **change})
+
+
+def test_the_gate_submits_reports_lists_and_cancels_a_real_job(host, verify_gate):
+    submitted = gate(host, "submit", request(), gate=verify_gate)
     assert submitted.rc == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     assert job_id.isdigit()
     try:
-        status = gate(host, f"status {job_id}")
+        status = gate(host, f"status {job_id}", gate=verify_gate)
         assert status.rc == 0, status.stderr
         state, node, reason = status.stdout.strip().split(" ", 2)
         assert state in {"PENDING", "CONFIGURING", "RUNNING"}
         assert node and reason
-        listed = gate(host, "list hpcgw-verify")
+        listed = gate(host, "list hpcgw-verify", gate=verify_gate)
         assert listed.rc == 0, listed.stderr
-        assert [line.rsplit(" ", 1)[0] for line in listed.stdout.splitlines()] == [f"{job_id} hpcgw-verify-gate"]
-        # The job runs as the gateway account.
-        assert host.check_output("squeue -h -j %s -o %%u", job_id) == "gateway"
+        assert [line.rsplit(" ", 1)[0] for line in listed.stdout.splitlines()] == [
+            f"{job_id} hpcgw-verify-u-000000000000000000e1"]
+        # The job runs as the gateway account, with what the gate chose.
+        assert host.check_output("squeue -h -j %s -o '%%u %%P %%l %%C'", job_id).split() == ["gateway", "short", "2:00",
+                                                                                             "1"]
+        # Another hub's gate (the installed one, prefix hpcgw-hub) neither sees nor cancels it.
+        assert gate(host, f"status {job_id}").stdout.strip() == "GONE"
+        assert gate(host, f"cancel {job_id}").rc == 0
+        assert host.check_output("squeue -h -j %s -o %%T", job_id) in {"PENDING", "CONFIGURING", "RUNNING"}
     finally:
-        cancelled = gate(host, f"cancel {job_id}")
+        cancelled = gate(host, f"cancel {job_id}", gate=verify_gate)
     assert (cancelled.rc, cancelled.stdout) == (0, "")
-    wait_gone(host, job_id)
-    assert gate(host, f"cancel {job_id}").rc == 0  # cancelling a gone job is not an error
+    wait_gone(host, job_id, gate_path=verify_gate)
+    assert gate(host, f"cancel {job_id}", gate=verify_gate).rc == 0  # cancelling a gone job is not an error
+
+
+@pytest.mark.parametrize("user_id", ["../../etc", "u-bad", "u-000000000000000000E1"])
+def test_the_gate_refuses_a_bad_user_id(host, verify_gate, user_id):
+    before = host.check_output("squeue -h -u gateway -o %%i")
+    refused = gate(host, "submit", request(user_id=user_id), gate=verify_gate)
+    assert refused.rc == 126 and "user_id must be" in refused.stderr
+    assert host.check_output("squeue -h -u gateway -o %%i") == before
 
 
 def test_the_wrapper_in_a_real_job_refuses_a_bad_user_id(host):
+    # Behind the gate, the wrapper checks again (a job the account submits itself).
     log = f"{ROOT}/logs/u-bad.%j.log"
     script = (f"#!/bin/bash\n#SBATCH --job-name=hpcgw-verify-wrapper\n#SBATCH --output={log}\n"
               f"#SBATCH --chdir={ROOT}\nexport HPCGW_USER_ID=../../etc\nexec {JOB}\n")
-    submitted = gate(host, "submit", script)
+    submitted = host.run("printf '%%s' %s | runuser -u gateway -- sbatch --parsable", script)
     assert submitted.rc == 0, submitted.stderr
     job_id = submitted.stdout.strip()
-    wait_gone(host, job_id)
+    wait_gone(host, job_id, squeue=True)
     path = log.replace("%j", job_id)
     try:
         content = host.file(path).content_string
