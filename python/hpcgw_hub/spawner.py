@@ -12,6 +12,9 @@ A batchspawner subclass for hubs whose users are not Unix users anywhere:
   (`hpcgw_hub.form`), prefilled with the user's last choice;
 - the job reports its port through `hpcgw_hub.callback` once its notebook
   listens; the hub reaches it at 127.0.0.1:<port>, the hub end of its tunnel;
+  the report must carry this start's fresh secret (HPCGW_PORT_SECRET), which
+  the job wrapper keeps out of the container: code in the notebook, which
+  has the server's API token, cannot report a port;
 - an SSH or Slurm error while checking a job is "unknown": retried, and never
   taken for "the job is gone" (upstream batchspawner#315);
 - stopping cancels the job and waits until Slurm confirms it is gone: a job
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import re
+import secrets
 
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
 from batchspawner import BatchSpawnerBase, JobStatus
@@ -198,6 +203,9 @@ class GatewaySpawner(BatchSpawnerBase):
         HPCGW_GPUS itself from the checked request."""
         env = {k: v for k, v in self.get_env().items() if k.startswith("JUPYTERHUB_")}
         env.update({k: v for k, v in self.environment.items() if isinstance(v, str)})
+        if not self.port_secret:
+            self.port_secret = secrets.token_urlsafe(32)
+        env["HPCGW_PORT_SECRET"] = self.port_secret
         env = {k: str(v) for k, v in env.items() if GATE_ENV.match(k) or k in JOB_SECRETS}
         for name, value in env.items():
             if CONTROL.search(value):
@@ -287,6 +295,12 @@ class GatewaySpawner(BatchSpawnerBase):
         return self.ip
 
     # -- lifecycle ---------------------------------------------------------
+    port_secret = ""  # this start's secret for the port report (start() makes it)
+
+    def port_secret_matches(self, secret: str) -> bool:
+        """True if `secret` is this start's port secret (only the job wrapper has it)."""
+        return bool(self.port_secret) and hmac.compare_digest(self.port_secret.encode(), (secret or "").encode())
+
     def notebook_port_reported(self, port: int) -> bool:
         """Called by the port callback; True if this spawner was waiting for it."""
         waiting = getattr(self, "_port_reported", None)
@@ -298,6 +312,7 @@ class GatewaySpawner(BatchSpawnerBase):
     async def start(self):
         request = self.job_request()  # before anything is submitted
         self.port = 0
+        self.port_secret = secrets.token_urlsafe(32)  # fresh for every start
         self._port_reported = asyncio.get_running_loop().create_future()
         await self.submit_batch_script()
         # Save the job id now: a hub restart during the start then still knows the job.

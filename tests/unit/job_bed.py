@@ -10,8 +10,10 @@ import http.server
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ JOB = Path(__file__).resolve().parents[2] / "roles" / "gateway" / "files" / "hpc
 HUB_PORT = 40123  # what the fake ssh says the hub's sshd allocated
 TOKEN = "tok-5e6f0c1d2a3b4c5d6e7f8091a2b3c4d5"
 USER_ID = "u-2bd806c97f0e00af1a1f"
+PORT_SECRET = "sec-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 FAKE_SSH = """#!{python}
 import json, os, signal, socket, sys, threading, time
@@ -36,7 +39,7 @@ if mode == "silent":
     time.sleep(60)
     sys.exit(0)
 args = sys.argv[1:]
-remote = args[args.index("-R") + 1].split(":")
+remote = args[args.index("-R") + 1].split(":", 2)
 local = args[args.index("-L") + 1].split(":")
 listener = socket.create_server((local[0], int(local[1])))
 
@@ -59,7 +62,7 @@ def forward():
         threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
 
 threading.Thread(target=forward, daemon=True).start()
-sys.stderr.write("Allocated port {hub_port} for remote forward to %s:%s\\n" % (remote[2], remote[3]))
+sys.stderr.write("Allocated port {hub_port} for remote forward to %s\\n" % remote[2])
 sys.stderr.flush()
 while True:
     time.sleep(1)
@@ -69,8 +72,9 @@ FAKE_NOTEBOOK = """#!{python}
 import json, os, signal, socket, sys, time
 here = {here!r}
 mode = open(os.path.join(here, "notebook-mode")).read().strip()
-port = int([a for a in sys.argv if a.startswith("--port=")][0].split("=", 1)[1])
-record = {{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd(), "pid": os.getpid()}}
+sock_path = [a for a in sys.argv if a.startswith("--ServerApp.sock=")][0].split("=", 1)[1]
+record = {{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd(), "pid": os.getpid(),
+          "sock": sock_path}}
 with open(os.path.join(here, "notebook.json.tmp"), "w") as out:
     json.dump(record, out)
 os.rename(os.path.join(here, "notebook.json.tmp"), os.path.join(here, "notebook.json"))
@@ -82,11 +86,28 @@ def terminated(*_):
 signal.signal(signal.SIGTERM, terminated)
 if mode == "crash":
     sys.exit(3)
+print("notebook starting", flush=True)
+if mode == "forge":
+    # What a hostile notebook writes to its stdout and to /proc/1/fd/1 (the same pipe here).
+    sys.stdout.write("2026-01-01T00:00:00.000+0000 hpcgw-job: the hub accepted the port; FORGED\\n")
+    sys.stdout.write("evil\\rhpcgw-job: FORGED2\\n")
+    sys.stdout.flush()
+if mode == "flood":
+    chunk = ("x" * 1000 + "\\n") * 1000
+    for _ in range(12):
+        sys.stdout.write(chunk)
+    sys.stdout.write("LAST LINE OF THE FLOOD\\n")
+    sys.stdout.flush()
 time.sleep(0.5)  # a report before the notebook listens would be seen by the hub
 if mode == "never":
     time.sleep(60)
-server = socket.create_server(("127.0.0.1", port))
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(sock_path)
+server.listen()
 open(os.path.join(here, "notebook-listening"), "w").close()
+if mode == "flood":
+    sys.stdout.write("after the flood\\n")
+    sys.stdout.flush()
 while True:
     client, _ = server.accept()
     client.close()
@@ -102,9 +123,17 @@ with open(os.path.join(here, "runtime.json.tmp"), "w") as out:
 os.rename(os.path.join(here, "runtime.json.tmp"), os.path.join(here, "runtime.json"))
 assert args[0] == "run", args
 index = 1
+binds = []
 while args[index].startswith("--"):
+    if args[index] == "--bind":
+        binds.append(args[index + 1].split(":"))
     index += 2 if args[index] in ("--home", "--pwd", "--bind") else 1
 command = args[index + 1:]
+# A bind as the container sees it: its dest stands for its src.
+for number, arg in enumerate(command):
+    for src, dest, _mode in binds:
+        if "=" + dest + "/" in arg:
+            command[number] = arg.replace("=" + dest + "/", "=" + src + "/")
 prefix = {prefix!r}
 env = {{name[len(prefix):]: value for name, value in os.environ.items() if name.startswith(prefix)}}
 env["HOME"] = "/home/user"
@@ -183,6 +212,9 @@ class Bed:
             "gpu_flag": "--nv",
         }
         self.log = here / "job.log"
+        # The node's TMPDIR, where the job folder is made: short (a Unix
+        # socket's path has at most 107 bytes; pytest's tmp_path is long).
+        self.tmp = Path(tempfile.mkdtemp(prefix="jb-"))
         self.process: subprocess.Popen | None = None
 
     def modes(self, ssh: str, notebook: str) -> None:
@@ -193,10 +225,12 @@ class Bed:
         env = {
             "PATH": f"{self.bin}:/usr/bin:/bin",
             "HOME": str(self.here),
+            "TMPDIR": str(self.tmp),
             "HPCGW_GATEWAY_CONFIG": str(self.here / "gateway.json"),
             "HPCGW_USER_ID": USER_ID,
             "SLURM_JOB_ID": "77",
             "JUPYTERHUB_API_TOKEN": TOKEN,
+            "HPCGW_PORT_SECRET": PORT_SECRET,
             "JUPYTERHUB_USER": "alice",
             "JUPYTERHUB_CLIENT_ID": "jupyterhub-user-alice",
             "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
@@ -260,6 +294,7 @@ class Bed:
             record = self.record(name)
             if record and alive(record["pid"]):
                 os.kill(record["pid"], signal.SIGKILL)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ import os
 import signal
 
 import pytest
-from job_bed import HUB_PORT, TOKEN, USER_ID, alive
+from job_bed import HUB_PORT, PORT_SECRET, TOKEN, USER_ID, alive
 
 
 def option(argv: list[str], flag: str) -> str:
@@ -33,31 +33,36 @@ def test_reports_the_hub_port_once_the_notebook_listens_then_stops_on_sigterm(be
     assert json.loads(report["body"]) == {"port": HUB_PORT}
     assert report["notebook_listening"] is True
     assert report["headers"]["Authorization"] == f"token {TOKEN}"
+    assert report["headers"]["X-Hpcgw-Port-Secret"] == PORT_SECRET
 
-    # One ssh, exactly the contract's options; the notebook and the API on loopback.
+    # One ssh, exactly the contract's options; the notebook on its socket, the API on loopback.
     ssh = bed.record("ssh")
     argv = ssh["argv"]
-    notebook_port = int(option(argv, "-R").split(":")[3])
+    notebook_socket = option(argv, "-R").split(":", 2)[2]
     api_port = int(option(argv, "-L").split(":")[1])
     assert argv[1:] == [
         "-N", "-T",
         "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "StrictHostKeyChecking=yes",
         "-o", f"UserKnownHostsFile={bed.config['known_hosts']}", "-o", "IdentitiesOnly=yes",
         "-i", bed.config["tunnel_key"], "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
-        "-R", f"127.0.0.1:0:127.0.0.1:{notebook_port}",
+        "-R", f"127.0.0.1:0:{notebook_socket}",
         "-L", f"127.0.0.1:{api_port}:127.0.0.1:{bed.config['hub_api_port']}",
         "-p", "2222", "tunnelbot@hub.gateway.test",
     ]
-    assert notebook_port != api_port
+    job_dir = os.path.dirname(notebook_socket)
+    assert os.path.dirname(job_dir) == str(bed.tmp) and os.path.basename(notebook_socket) == "notebook.sock"
 
     user_dir = bed.users / USER_ID
     notebook = bed.record("notebook")
-    assert notebook["argv"] == [str(bed.bin / "notebook"), "--ip=127.0.0.1", f"--port={notebook_port}"]
+    # (the fake runtime maps the bind's dest /hpcgw-job back to the job folder)
+    assert notebook["argv"] == [str(bed.bin / "notebook"), f"--ServerApp.sock={notebook_socket}",
+                                "--ServerApp.sock_mode=0600", "--KernelManager.transport=ipc"]
     assert notebook["cwd"] == str(user_dir)
     env = notebook["env"]
     assert env["HOME"] == "/home/user"
     assert env["JUPYTERHUB_API_URL"] == f"http://127.0.0.1:{api_port}/hub/api"
-    assert env["JUPYTERHUB_SERVICE_URL"] == f"http://127.0.0.1:{notebook_port}/user/alice/"
+    assert env["JUPYTERHUB_SERVICE_URL"] == "http://127.0.0.1:8888/user/alice/"
+    assert env["JUPYTER_RUNTIME_DIR"] == "/tmp/jupyter-runtime"
     assert env["JUPYTERHUB_ACTIVITY_URL"] == f"http://127.0.0.1:{api_port}/hub/api/users/alice/activity"
     assert env["JUPYTERHUB_API_TOKEN"] == TOKEN
     assert env["JUPYTERHUB_USER"] == "alice"
@@ -65,6 +70,7 @@ def test_reports_the_hub_port_once_the_notebook_listens_then_stops_on_sigterm(be
     assert env["SLURM_JOB_ID"] == "77"
     assert not {"SECRET_OF_THE_GATEWAY", "HPCGW_USER_ID", "HPCGW_GATEWAY_CONFIG", "http_proxy"} & set(env)
     assert user_dir.stat().st_mode & 0o777 == 0o700
+    assert os.stat(job_dir).st_mode & 0o777 == 0o700
 
     # The token goes in the header only: not to ssh, not in any argv, not in the log.
     assert TOKEN not in json.dumps(ssh)
@@ -78,8 +84,11 @@ def test_reports_the_hub_port_once_the_notebook_listens_then_stops_on_sigterm(be
     assert not alive(notebook["pid"])
     log = bed.log_text()
     assert TOKEN not in log
+    assert PORT_SECRET not in log
     assert "SIGTERM" in log
     assert "Allocated port 40123" in log
+    # The job folder (and the socket in it) is gone with the job.
+    assert not os.path.exists(job_dir)
 
 
 def test_sigint_stops_both_too(bed):

@@ -35,6 +35,8 @@ def load_wrapper():
 
 
 job = load_wrapper()
+SOCKET_ARGS = ["--ServerApp.sock=/hpcgw-job/notebook.sock", "--ServerApp.sock_mode=0600",
+               "--KernelManager.transport=ipc"]
 
 
 
@@ -83,11 +85,12 @@ def test_apptainer_and_singularity_argv(tmp_path, kind):
     chosen = container(tmp_path, kind=kind)
     chosen["runtime"] = f"/usr/bin/{kind}"
     user_dir = Path("/hpcgw/users") / USER_ID
-    assert job.notebook_command(user_dir, 5000, chosen) == [
+    assert job.notebook_command(user_dir, Path("/tmp/hpcgw-7-abc"), chosen) == [
         f"/usr/bin/{kind}", "run", "--containall", "--cleanenv",
         "--home", f"/hpcgw/users/{USER_ID}:/home/user", "--pwd", "/home/user",
+        "--bind", "/tmp/hpcgw-7-abc:/hpcgw-job:rw",
         str(tmp_path / "notebook.sif"), "python3", "-c", job.CONTAINER_LAUNCHER,
-        "jupyterhub-singleuser", "--ip=127.0.0.1", "--port=5000",
+        "jupyterhub-singleuser", *SOCKET_ARGS,
     ]
 
 
@@ -95,12 +98,12 @@ def test_binds_gpu_flag_and_the_chosen_images_command(tmp_path):
     binds = [{"src": "/data/sets", "dest": "/datasets", "mode": "ro"},
              {"src": "/scratch/proj", "dest": "/scratch", "mode": "rw"}]
     chosen = container(tmp_path, {"HPCGW_IMAGE": "other", "HPCGW_GPUS": "2"}, binds=binds)
-    argv = job.notebook_command(Path("/u"), 5001, chosen)
+    argv = job.notebook_command(Path("/u"), Path("/tmp/j"), chosen)
     assert argv[argv.index("--pwd") + 2:] == [
+        "--bind", "/tmp/j:/hpcgw-job:rw",
         "--bind", "/data/sets:/datasets:ro", "--bind", "/scratch/proj:/scratch:rw", "--nv",
         str(tmp_path / "other.sif"), "python3", "-c", job.CONTAINER_LAUNCHER,
-        "/opt/env/bin/jupyterhub-singleuser", "--debug",
-        "--ip=127.0.0.1", "--port=5001",
+        "/opt/env/bin/jupyterhub-singleuser", "--debug", *SOCKET_ARGS,
     ]
 
 
@@ -110,7 +113,7 @@ def test_binds_gpu_flag_and_the_chosen_images_command(tmp_path):
 ])
 def test_the_gpu_flag_only_when_the_job_has_gpus(tmp_path, gpus, flag, expected):
     environ = {} if gpus is None else {"HPCGW_GPUS": gpus}
-    argv = job.notebook_command(Path("/u"), 5000, container(tmp_path, environ, gpu_flag=flag))
+    argv = job.notebook_command(Path("/u"), Path("/tmp/j"), container(tmp_path, environ, gpu_flag=flag))
     assert (flag in argv) is expected
     assert not {"--nv", "--rocm"} - {flag} & set(argv)
 
@@ -166,9 +169,9 @@ def test_the_notebooks_environment_goes_in_with_the_runtimes_prefix_only(tmp_pat
         "SECRET_OF_THE_GATEWAY": "x", "APPTAINER_BIND": "/home/gateway", "APPTAINERENV_LD_PRELOAD": "/evil.so",
         "SINGULARITYENV_FOO": "x", "SSH_AUTH_SOCK": "/tmp/agent", "HPCGW_IMAGE": "notebook",
         "JUPYTERHUB_API_TOKEN": TOKEN, "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
-        "SLURM_JOB_ID": "77", "CUDA_VISIBLE_DEVICES": "0",
+        "SLURM_JOB_ID": "77", "CUDA_VISIBLE_DEVICES": "0", "HPCGW_PORT_SECRET": "wrapper-only",
     }
-    notebook_env = job.notebook_environment(environ, 5000, 5001)
+    notebook_env = job.notebook_environment(environ, 5001)
     env = job.container_environment(notebook_env, environ, kind)
     encoded = env.pop(f"{prefix}HPCGW_NOTEBOOK_ENV")
     assert env == {"PATH": "/usr/bin:/bin", "HOME": "/home/gateway", "USER": "gateway", "LANG": "C.UTF-8"}
@@ -177,7 +180,8 @@ def test_the_notebooks_environment_goes_in_with_the_runtimes_prefix_only(tmp_pat
         "JUPYTERHUB_API_TOKEN": TOKEN,
         "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
         "JUPYTERHUB_API_URL": "http://127.0.0.1:5001/hub/api",
-        "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:5000/user/alice/",
+        "JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:8888/user/alice/",
+        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
         "SLURM_JOB_ID": "77",
         "CUDA_VISIBLE_DEVICES": "0",
     }
@@ -188,7 +192,7 @@ def test_a_hostile_user_name_reaches_the_container_as_base64_only(tmp_path):
     # the notebook's start, and $(...) would run (found on the test bed).
     name = "x';touch pwned-q;'$(touch pwned-d)`touch pwned-b`\"&&id|tee pwned-p;<>*?~!{}[]\\"
     environ = {"PATH": "/usr/bin", "JUPYTERHUB_USER": name, "JUPYTERHUB_SERVICE_PREFIX": f"/user/{name}/"}
-    env = job.container_environment(job.notebook_environment(environ, 5000, 5001), environ, "apptainer")
+    env = job.container_environment(job.notebook_environment(environ, 5001), environ, "apptainer")
     assert all(re.fullmatch(r"[A-Za-z0-9+/=]*", value) for name_, value in env.items()
                if name_.startswith("APPTAINERENV_")), env
     assert json.loads(base64.b64decode(env["APPTAINERENV_HPCGW_NOTEBOOK_ENV"]))["JUPYTERHUB_USER"] == name
@@ -204,12 +208,13 @@ def test_the_notebook_runs_in_the_image_and_the_tunnel_outside(bed):
 
     user_dir = bed.users / USER_ID
     runtime = bed.record("runtime")
-    notebook_port = int(bed.record("notebook")["argv"][-1].split("=")[1])
+    job_dir = Path(bed.record("notebook")["sock"]).parent
     assert runtime["argv"][1:] == [
         "run", "--containall", "--cleanenv", "--home", f"{user_dir}:/home/user", "--pwd", "/home/user",
+        "--bind", f"{job_dir}:/hpcgw-job:rw",
         "--bind", "/data:/datasets:ro", "--nv", str(bed.here / "other.sif"),
         "python3", "-c", job.CONTAINER_LAUNCHER,
-        str(bed.bin / "notebook"), "--ip=127.0.0.1", f"--port={notebook_port}",
+        str(bed.bin / "notebook"), *SOCKET_ARGS,
     ]
     # The runtime gets its basics and the notebook's variables, prefixed; not
     # the gateway's (SECRET_OF_THE_GATEWAY, a site's APPTAINER_BIND or
@@ -225,7 +230,7 @@ def test_the_notebook_runs_in_the_image_and_the_tunnel_outside(bed):
     # Inside (as the fake runtime's --cleanenv does it): the hub's variables only.
     inside = bed.record("notebook")["env"]
     assert inside["HOME"] == "/home/user"
-    assert inside["JUPYTERHUB_SERVICE_URL"] == f"http://127.0.0.1:{notebook_port}/user/alice/"
+    assert inside["JUPYTERHUB_SERVICE_URL"] == "http://127.0.0.1:8888/user/alice/"
     assert inside["JUPYTERHUB_API_TOKEN"] == TOKEN
     assert not {"SECRET_OF_THE_GATEWAY", "HPCGW_USER_ID", "HPCGW_IMAGE", "HPCGW_GPUS", "http_proxy",
                 "APPTAINER_BIND", "EVIL"} & set(inside)
