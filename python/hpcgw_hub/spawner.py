@@ -25,6 +25,7 @@ import re
 import shlex
 
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
+import hpcgw_hub.spawnapi  # noqa: F401  (REST spawn options checked before they are stored)
 from batchspawner import BatchSpawnerBase, JobStatus
 from tornado import web
 from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default
@@ -165,6 +166,13 @@ class GatewaySpawner(BatchSpawnerBase):
         except OptionsError as error:
             raise refused(error) from None
         return options
+
+    def check_user_options(self, options):
+        """Refuse options before JupyterHub stores them (`hpcgw_hub.spawnapi`)."""
+        try:
+            validate(options, self.profiles)
+        except OptionsError as error:
+            raise refused(error) from None
 
     def job_request(self):
         """The job the user's options ask for; the same check for the form and the REST API."""
