@@ -484,3 +484,12 @@ def test_a_rest_spawn_with_bad_options_is_a_400_before_jupyterhub_sees_it(body, 
 def test_a_rest_spawn_with_good_options_goes_on(body, monkeypatch):
     error, reached = rest_spawn(body, monkeypatch)
     assert error is None and len(reached) == 1
+
+
+@pytest.mark.parametrize("stored", [[], "x", 1, [{"cpus": 1}]])
+def test_stored_options_that_are_no_object_do_not_stop_the_hub(stored):
+    """JupyterHub hands a server's stored options to its spawner when the hub
+    starts: a list stored by an old REST spawn raised a TraitError there."""
+    spawner = spawner_for("alice")
+    spawner.user_options = stored
+    assert spawner.user_options == {}
