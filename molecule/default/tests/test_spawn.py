@@ -251,10 +251,17 @@ def test_logout_ends_a_copied_notebook_session(browser, testbed, public_ca_bundl
 
     assert globus_login(browser, testbed, "judy@uchicago.edu").status_code == 200
     judy = HubUser(browser, testbed, "judy")
+    if judy.server() is not None:  # left by an earlier, failed run
+        judy.stop()
     assert judy.start().status_code in (201, 202)
     # the browser visits the notebook: OAuth with the hub, jupyterhub-user-judy cookie
-    lab = browser.get(f"{testbed.hub_url}/user/judy/api/status", timeout=60)
-    assert lab.status_code == 200, lab.text
+    lab = browser.get(f"{testbed.hub_url}/user/judy/lab", timeout=60)
+    assert lab.status_code == 200 and lab.url.startswith(f"{testbed.hub_url}/user/judy/"), lab.url
+    assert browser.cookies.get("jupyterhub-user-judy")
+    # every cookie is Secure, the notebook server's own _xsrf (path /user/judy/) too
+    assert {(c.name, c.path) for c in browser.cookies} >= {("_xsrf", "/hub/"), ("_xsrf", "/user/judy/")}
+    assert [(c.name, c.path) for c in browser.cookies if not c.secure] == []
+    assert browser.get(f"{testbed.hub_url}/user/judy/api/status", timeout=30).status_code == 200
     thief = requests.Session()
     thief.trust_env = False
     thief.verify = str(public_ca_bundle)
