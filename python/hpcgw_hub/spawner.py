@@ -33,9 +33,10 @@ import re
 import secrets
 
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
+import hpcgw_hub.spawnapi  # noqa: F401  (REST spawn options checked before they are stored)
 from batchspawner import BatchSpawnerBase, JobStatus
 from tornado import web
-from traitlets import Bool, Dict, Float, Integer, List, TraitError, Unicode, default
+from traitlets import Any, Bool, Dict, Float, Integer, List, TraitError, Unicode, Union, default
 from traitlets import validate as validate_trait
 
 from .gate import Gate
@@ -124,6 +125,18 @@ class GatewaySpawner(BatchSpawnerBase):
             raise TraitError(f"GatewaySpawner.{error}") from None
         return proposal.value
 
+    # Any value is taken, then made an object below (Dict alone would raise).
+    user_options = Union([Dict(), Any()], help="The server's spawn options (see hpcgw_hub.options).")
+
+    @validate_trait("user_options")
+    def _user_options_object(self, proposal):
+        # A non-object stored by JupyterHub before hpcgw_hub.spawnapi refused
+        # them (e.g. from a REST spawn of "[]") made the hub fail at start.
+        if not isinstance(proposal.value, dict):
+            self.log.warning("Ignoring stored spawn options that are not an object: %r", proposal.value)
+            return {}
+        return proposal.value
+
     @default("options_form")
     def _options_form_default(self):
         return _profile_form
@@ -187,6 +200,13 @@ class GatewaySpawner(BatchSpawnerBase):
         except OptionsError as error:
             raise refused(error) from None
         return options
+
+    def check_user_options(self, options):
+        """Refuse options before JupyterHub stores them (`hpcgw_hub.spawnapi`)."""
+        try:
+            validate(options, self.profiles)
+        except OptionsError as error:
+            raise refused(error) from None
 
     def job_request(self):
         """The job the user's options ask for; the same check for the form and the REST API."""

@@ -388,6 +388,7 @@ class State:
             self._event("token_issued", client_id=client_id,
                         username=principal["username"], sub=principal["sub"],
                         grant=grant, resource_servers=list(by_rs),
+                        scopes=[s for ss in by_rs.values() for s in ss],
                         refresh_tokens=bool(offline))
         top = docs[0]
         top["other_tokens"] = docs[1:]  # always present (oauthenticator needs it)

@@ -499,3 +499,70 @@ def test_a_job_ending_before_its_notebook_fails_the_start_and_keeps_its_id(spawn
         asyncio.run(spawner.start())
     assert spawner.job_id == "77"
     assert asyncio.run(spawner.poll()) is None  # so User.stop calls stop(), which cancels and waits
+
+
+def test_the_rest_spawn_api_is_the_checked_one():
+    from jupyterhub.apihandlers.users import UserServerAPIHandler
+
+    from hpcgw_hub.spawnapi import CheckedUserServerAPIHandler
+
+    routes = {route: handler for route, handler in apihandlers.default_handlers if "/server" in route}
+    assert routes[r"/api/users/([^/]+)/server"] is CheckedUserServerAPIHandler
+    assert routes[r"/api/users/([^/]+)/servers/([^/]*)"] is CheckedUserServerAPIHandler
+    assert UserServerAPIHandler not in {handler for _, handler in apihandlers.default_handlers}
+
+
+def rest_spawn(body: bytes, monkeypatch):
+    """Drive the checked handler's POST as tornado would (past the scope check);
+    returns (JupyterHub's own POST was reached with these options?, the spawner)."""
+    import asyncio
+
+    from jupyterhub.apihandlers.users import UserServerAPIHandler
+
+    from hpcgw_hub.spawnapi import CheckedUserServerAPIHandler
+
+    reached = []
+
+    async def stock_post(self, user_name, server_name=""):
+        reached.append(self.get_json_body())
+
+    monkeypatch.setattr(UserServerAPIHandler, "post", stock_post)
+    spawner = spawner_for("alice")
+    handler = object.__new__(CheckedUserServerAPIHandler)
+    handler.request = Mock(body=body)
+    handler.application = Mock(settings={"allow_named_servers": False})
+    handler.find_user = Mock(return_value=Mock(get_spawner=Mock(return_value=spawner)))
+    post = CheckedUserServerAPIHandler.post.__wrapped__  # past needs_scope
+    try:
+        asyncio.run(post(handler, "alice"))
+    except web.HTTPError as error:
+        return error, reached
+    return None, reached
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"x"', b"1", b"null", b'{"cpus": 99}', b'{"batch_cancel_cmd": "id"}'])
+def test_a_rest_spawn_with_bad_options_is_a_400_before_jupyterhub_sees_it(body, monkeypatch):
+    """JupyterHub stores the options, then fails on a non-object (500, ghost
+    server): the check comes before, so nothing is stored or started."""
+    error, reached = rest_spawn(body, monkeypatch)
+    if body == b"null":  # JSON null is no options: the stored ones apply
+        assert error is None and reached == [None]
+        return
+    assert error is not None and error.status_code == 400
+    assert "Spawn options refused" in error.log_message % error.args
+    assert reached == []
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"profile": "gpu", "gpus": 2}'])
+def test_a_rest_spawn_with_good_options_goes_on(body, monkeypatch):
+    error, reached = rest_spawn(body, monkeypatch)
+    assert error is None and len(reached) == 1
+
+
+@pytest.mark.parametrize("stored", [[], "x", 1, [{"cpus": 1}]])
+def test_stored_options_that_are_no_object_do_not_stop_the_hub(stored):
+    """JupyterHub hands a server's stored options to its spawner when the hub
+    starts: a list stored by an old REST spawn raised a TraitError there."""
+    spawner = spawner_for("alice")
+    spawner.user_options = stored
+    assert spawner.user_options == {}

@@ -8,6 +8,7 @@ nginx serves it on the public https URL; a kernel computes over wss.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import subprocess
 import time
@@ -224,3 +225,80 @@ def test_a_job_still_completing_keeps_the_server_until_slurm_lets_it_go(hub_user
         assert time.monotonic() < deadline, "the server stayed after Slurm ended its job"
         time.sleep(1)
     assert job not in slurm_jobs(cluster_host)
+
+
+def proxy_routes(hub_host) -> dict:
+    token = hub_host.check_output("sed -n 's/^CONFIGPROXY_AUTH_TOKEN=//p' /etc/jupyterhub/secrets/proxy-token.env")
+    return json.loads(hub_host.check_output(
+        "curl -fsS -H %s http://127.0.0.1:8001/api/routes", f"Authorization: token {token}"))
+
+
+def the_form(user) -> str:
+    reply = user.browser.get(f"{user.hub}/hub/spawn/{quote(user.name)}", timeout=30)
+    assert reply.status_code == 200, reply.text
+    return reply.text
+
+
+@pytest.mark.parametrize("body", [[], "x", 1, [{"cpus": 1}]])
+def test_a_rest_spawn_whose_body_is_no_object_is_a_400_that_leaves_nothing(hub_user, cluster_host, hub_host, body):
+    """JupyterHub answered 500 and left a 'ready' ghost server routed to the
+    hub's own address, which outlived a DELETE."""
+    bob = hub_user("bob@uchicago.edu")
+    jobs_before = hub_jobs(cluster_host)
+    reply = bob.api("POST", "/users/bob/server", json=body)
+    assert reply.status_code == 400, reply.text
+    assert "JSON object" in reply.json()["message"]
+    assert bob.server() is None
+    assert not [route for route in proxy_routes(hub_host) if route.startswith("/user/bob")]
+    assert hub_jobs(cluster_host) == jobs_before
+
+
+def test_refused_rest_options_are_not_remembered(hub_user, cluster_host):
+    """JupyterHub stored a REST spawn's options before the spawner refused
+    them; the form then offered the refused choice. Only good ones are kept."""
+    bob = hub_user("bob@uchicago.edu")
+    assert bob.start(options={"profile": "compute", "minutes": 45}).status_code in (201, 202)
+    bob.stop()
+    assert bob.start(options={"profile": "short", "minutes": 61}).status_code == 400
+    html = the_form(bob)
+    assert re.search(r'<option value="compute"[^>]* selected', html), "the form forgot the last good choice"
+    minutes = re.search(r'<input [^>]*name="minutes"[^>]*>', html).group(0)
+    assert 'value="45"' in minutes, minutes
+
+
+def test_logout_ends_a_copied_notebook_session(browser, testbed, public_ca_bundle, hub_host, cluster_host):
+    """A copy of judy's cookies, taken while her notebook runs, reaches neither
+    the hub nor her notebook once she has logged out (her server is stopped,
+    its OAuth tokens deleted). (judy: no other test logs in as her.)"""
+    import requests
+
+    from hubclient import HubUser, globus_login
+
+    assert globus_login(browser, testbed, "judy@uchicago.edu").status_code == 200
+    judy = HubUser(browser, testbed, "judy")
+    if judy.server() is not None:  # left by an earlier, failed run
+        judy.stop()
+    assert judy.start().status_code in (201, 202)
+    # the browser visits the notebook: OAuth with the hub, jupyterhub-user-judy cookie
+    lab = browser.get(f"{testbed.hub_url}/user/judy/lab", timeout=60)
+    assert lab.status_code == 200 and lab.url.startswith(f"{testbed.hub_url}/user/judy/"), lab.url
+    assert browser.cookies.get("jupyterhub-user-judy")
+    # every cookie is Secure, the notebook server's own _xsrf (path /user/judy/) too
+    assert {(c.name, c.path) for c in browser.cookies} >= {("_xsrf", "/hub/"), ("_xsrf", "/user/judy/")}
+    assert [(c.name, c.path) for c in browser.cookies if not c.secure] == []
+    assert browser.get(f"{testbed.hub_url}/user/judy/api/status", timeout=30).status_code == 200
+    thief = requests.Session()
+    thief.trust_env = False
+    thief.verify = str(public_ca_bundle)
+    for cookie in browser.cookies:
+        thief.cookies.set_cookie(cookie)
+    assert thief.get(f"{testbed.hub_url}/user/judy/api/status", timeout=30).status_code == 200
+
+    assert browser.get(f"{testbed.hub_url}/hub/logout", timeout=60).status_code == 200
+    home = thief.get(f"{testbed.hub_url}/hub/home", allow_redirects=False, timeout=20)
+    assert home.status_code == 302 and "/hub/login" in home.headers["Location"]
+    status = thief.get(f"{testbed.hub_url}/user/judy/api/status", allow_redirects=False, timeout=30)
+    # the hub answers for the stopped server: a redirect to log in, or an error; never the notebook
+    assert status.status_code in (302, 403, 404, 424, 503), status.text
+    assert not [route for route in proxy_routes(hub_host) if route.startswith("/user/judy")]
+    assert job_of(cluster_host, "judy") is None
