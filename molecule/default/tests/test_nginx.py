@@ -27,7 +27,7 @@ from cryptography import x509
 REPO = pathlib.Path(__file__).resolve().parents[3]
 LIVE = "/etc/letsencrypt/live/jupyterhub"
 ACME_WEBROOT = "/var/www/acme"
-NGINX_FILES = ("/etc/nginx/sites-available/jupyterhub", "/etc/nginx/conf.d/hpcgateway.conf")
+NGINX_FILES = ("/etc/nginx/sites-available/jupyterhub", "/etc/nginx/conf.d/hpcgateway.conf", "/etc/nginx/nginx.conf")
 HSTS = "max-age=63072000"
 
 
