@@ -249,8 +249,9 @@ def test_broken_extra_config_fails_and_keeps_the_old_site(run_playbook, tmp_path
             "nginx_tls_certificate_src",
         ),
         ({"nginx_tls_mode": "acme"}, "nginx_tls_mode"),  # the argument spec's choices
+        ({"nginx_hub_client_max_body_size": "0"}, "nginx_hub_client_max_body_size"),  # 0 lifts the cap
     ],
-    ids=["provided-unreadable-cert", "unknown-tls-mode"],
+    ids=["provided-unreadable-cert", "unknown-tls-mode", "uncapped-hub-bodies"],
 )
 def test_bad_input_fails_in_validation_naming_the_variable(run_playbook, tmp_path, hub_host, extra_vars, named):
     files_before = nginx_files_digest(hub_host)
