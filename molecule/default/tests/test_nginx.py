@@ -10,6 +10,7 @@ HTTP-01 answer from the hub's NGINX.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -468,3 +469,34 @@ def test_notebook_uploads_keep_their_larger_limit(testbed, testbed_dns, pebble_r
     # NGINX; the hub answers (no such server), NGINX does not refuse it.
     status = post_body(testbed.hub_name, "/user/nobody/api/contents/x.ipynb", 3 * 1024 * 1024, pebble_only(pebble_root))
     assert status not in (None, 413), status
+
+
+@pytest.mark.xdist_group("hub")
+def test_notebook_uploads_and_saves_pass_through_nginx(hub_user, browser, testbed):
+    # What JupyterLab sends through NGINX: a 3 MiB file in 1 MiB chunks
+    # (each request about 1.4 MiB of JSON: more than the hub's own cap) and
+    # a 4 MiB notebook saved in one request.
+    grace = hub_user("grace@uchicago.edu")
+    reply = grace.start()
+    assert reply.status_code in (201, 202), reply.text
+    try:
+        headers = {"Authorization": f"token {grace.token()}"}
+        contents = f"{testbed.hub_url}/user/grace/api/contents"
+        data = secrets.token_bytes(3 * 1024 * 1024)
+        chunks = [data[i:i + 1024 * 1024] for i in range(0, len(data), 1024 * 1024)]
+        for number, chunk in enumerate(chunks, start=1):
+            body = {"type": "file", "format": "base64", "name": "upload.bin", "path": "upload.bin",
+                    "content": base64.b64encode(chunk).decode(), "chunk": -1 if number == len(chunks) else number}
+            put = browser.put(f"{contents}/upload.bin", json=body, headers=headers, timeout=60)
+            assert put.status_code in (200, 201), (number, put.status_code, put.text[:300])
+        stored = browser.get(f"{contents}/upload.bin?content=1&format=base64&type=file", headers=headers, timeout=60)
+        assert stored.status_code == 200, stored.text[:300]
+        assert base64.b64decode(stored.json()["content"]) == data
+
+        notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+            {"cell_type": "markdown", "id": "big", "metadata": {}, "source": "x" * (4 * 1024 * 1024)}]}
+        put = browser.put(f"{contents}/big.ipynb", json={"type": "notebook", "format": "json", "content": notebook},
+                          headers=headers, timeout=60)
+        assert put.status_code in (200, 201), (put.status_code, put.text[:300])
+    finally:
+        grace.stop()
