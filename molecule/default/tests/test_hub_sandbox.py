@@ -48,18 +48,20 @@ def test_sandbox_settings(host, unit):
         assert syscall in allowed, syscall
 
 
-def test_the_hub_sees_no_other_processes(host):
-    """ProtectProc=invisible with ProcSubset=pid: inside the hub's sandbox,
-    /proc lists the hub's own processes only and no kernel knobs."""
-    pid = host.check_output("systemctl show --property=MainPID --value jupyterhub")
-    # Its mounts, as its user (-S/-G follow): what the hub itself would list.
-    listing = host.check_output("nsenter -t %s -m -S follow -G follow -- ls /proc", pid)
-    pids = [int(name) for name in listing.split() if name.isdigit()]
-    sshd = int(host.check_output("systemctl show --property=MainPID --value ssh"))
-    assert sshd not in pids and 1 not in pids
-    assert "sys" not in listing.split()  # ProcSubset=pid
+@pytest.mark.parametrize("unit", UNITS)
+def test_the_services_see_no_other_processes(host, unit):
+    """ProtectProc=invisible and ProcSubset=pid, as the running service has
+    them: its /proc is mounted hidepid=invisible (other users' processes are
+    not there at all) and subset=pid (no kernel files)."""
+    pid = host.check_output("systemctl show --property=MainPID --value %s", unit)
+    proc = [line.split() for line in host.file(f"/proc/{pid}/mountinfo").content_string.splitlines()
+            if line.split()[4] == "/proc"]
+    options = set(proc[-1][-1].split(","))  # the last /proc mount is the one it sees
+    assert {"hidepid=invisible", "subset=pid"} <= options, options
 
 
 def test_the_proxy_may_use_loopback_only(host):
-    out = host.check_output("systemctl show jupyterhub-proxy.service --property=IPAddressAllow --value")
-    assert set(out.split()) <= {"127.0.0.0/8", "::1/128"}
+    deny = host.check_output("systemctl show jupyterhub-proxy.service --property=IPAddressDeny --value")
+    allow = host.check_output("systemctl show jupyterhub-proxy.service --property=IPAddressAllow --value")
+    assert set(deny.split()) == {"0.0.0.0/0", "::/0"}
+    assert set(allow.split()) == {"127.0.0.0/8", "::1/128"}
