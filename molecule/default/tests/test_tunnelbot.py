@@ -27,7 +27,9 @@ def test_runs_no_command(host):
 
 def test_gets_no_terminal(host):
     result = host.run(SSH + f"-tt tunnelbot@{HUB}")
-    assert "PTY allocation request failed" in result.stderr
+    # No session channel for a pty to go in (MaxSessions 0), and no pty either (PermitTTY no).
+    assert "channel 0: open failed" in result.stderr or "PTY allocation request failed" in result.stderr
+    assert result.rc != 0
     assert "$" not in result.stdout and "#" not in result.stdout
 
 
