@@ -5,7 +5,6 @@ user (hpcgw_hub.whois, against a hub database made by JupyterHub's ORM)."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 import sqlalchemy
 import sqlalchemy.orm
 import yaml
+from ansible.plugins.filter.core import FilterModule as AnsibleCoreFilters
 from jupyterhub import orm
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -30,7 +30,7 @@ def render_hub_config(folder: pathlib.Path, site_config: dict) -> None:
     far as start_timeout goes: GatewaySpawner.start_timeout = 300."""
     defaults = yaml.safe_load((REPO / "roles/jupyterhub/defaults/main.yml").read_text())
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["to_json"] = json.dumps
+    env.filters.update(AnsibleCoreFilters().filters())  # to_json, bool, ... as the role's run has them
     template = env.from_string((REPO / "roles/jupyterhub/templates/jupyterhub_config.py.j2").read_text())
     values = {**defaults, "ansible_managed": "test", "jupyterhub_public_url": "https://hub.test/",
               "jupyterhub_config_dir": str(folder), "jupyterhub_config": site_config}
