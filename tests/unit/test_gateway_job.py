@@ -3,7 +3,7 @@ with stand-ins on PATH: a fake `ssh` that forwards -L to a local HTTP server
 standing in for the hub API and prints the "Allocated port" line for -R; a
 fake container runtime (`apptainer`, named in the bed's images.json) that
 does what `run --cleanenv --home` does and runs the wrapper's launcher; a
-fake notebook that listens on its --port after a short delay. Each records
+fake notebook that listens on its --ServerApp.sock after a short delay. Each records
 its argv, environment and pid in the test's folder.
 
 No timing asserts: tests wait for events (with generous deadlines) and check

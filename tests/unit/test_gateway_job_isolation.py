@@ -49,7 +49,6 @@ def test_the_notebook_listens_on_a_socket_in_a_private_job_folder_not_on_a_tcp_p
     notebook = bed.record("notebook")["argv"]
     assert not [arg for arg in notebook if arg.startswith(("--port", "--ip"))], notebook
     assert "--KernelManager.transport=ipc" in notebook
-    # A second job gets another folder (a fresh random name per job).
     wrapper.send_signal(signal.SIGTERM)
     assert wrapper.wait(timeout=30) == 0
     assert not os.path.exists(job_dir)

@@ -127,6 +127,8 @@ def test_a_notebook_sees_nothing_of_anothers_or_of_the_gateway(two_notebooks, te
     assert cluster_host.file(f"{GATEWAY_ROOT}/users/{grace_id}").is_directory
     assert cluster_host.file("/home/gateway/.ssh").is_directory
     grace_token = exported(job_script(cluster_host, grace_job), "JUPYTERHUB_API_TOKEN")
+    # Frank's own port secret (issue 15): his job has it, his container must not.
+    frank_port_secret = exported(job_script(cluster_host, frank_job), "HPCGW_PORT_SECRET")
     # Two notebook servers run on the node, both as gateway.
     servers = cluster_host.check_output("pgrep -u gateway -f jupyterhub-singleuser").split()
     assert len(servers) >= 2, servers
@@ -149,6 +151,7 @@ def test_a_notebook_sees_nothing_of_anothers_or_of_the_gateway(two_notebooks, te
     assert not cluster_host.file("/srv/datasets/written-by-a-notebook").exists
     values = set(seen["environ"].values())
     assert grace_token not in values
+    assert not any(frank_port_secret in value for value in values)
     for secret in hub_secrets(hub_host):
         assert not any(secret in value for value in values)
     # Its own token is there (the notebook needs it); the job's Slurm variables
