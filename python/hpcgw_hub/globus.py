@@ -180,7 +180,7 @@ class GatewayGlobusOAuthenticator(GlobusOAuthenticator):
         reset = _login_tokens.set(issued)
         try:
             model = await super().get_authenticated_user(handler, data)
-        except BaseException:
+        except Exception:
             for token_info in issued:
                 await self.revoke_tokens(token_info, why="refused login")
             raise

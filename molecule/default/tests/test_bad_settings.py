@@ -15,6 +15,8 @@ CASES = [
     pytest.param(["-e", "nginx_server_name=https://hub"], "nginx_server_name", id="invalid-hostname"),
     pytest.param(["-e", "jupyterhub_version=5.5.3"], "jupyterhub_allow_upgrade", id="unplanned-upgrade"),
     pytest.param(["-e", "jupyterhub_idle_culler_interval=7200"], "jupyterhub_idle_culler_interval", id="culler-interval"),
+    pytest.param(["-e", '{"jupyterhub_cookie_max_age_days": 0}'], "jupyterhub_cookie_max_age_days", id="cookie-age-zero"),
+    pytest.param(["-e", "jupyterhub_cookie_max_age_days=30"], "jupyterhub_cookie_max_age_days", id="cookie-age-too-long"),
 ]
 
 
