@@ -199,4 +199,3 @@ def test_the_port_callback_takes_only_a_starting_servers_own_token(hub_user, tes
     for body in ({"port": 40000, "batch_cancel_cmd": "id"}, {"port": "40000"}, {"cmd": "id"}, [40000]):
         assert browser.post(url, headers=headers, json=body, timeout=20).status_code == 400
     assert bob.server() is None
-
