@@ -202,31 +202,6 @@ def test_the_port_callback_takes_only_a_starting_servers_own_token(hub_user, tes
     assert bob.server() is None
 
 
-def test_a_job_still_completing_keeps_the_server_until_slurm_lets_it_go(hub_user, cluster_host):
-    """The node's slurmd is silent (stopped for ~15 s): a cancelled job stays
-    COMPLETING and its notebook runs on. The hub's stop waits for Slurm; it
-    used to take COMPLETING for gone and forget the job at once (issue 15)."""
-    bob = hub_user("bob@uchicago.edu")
-    bob.start()
-    job = job_of(cluster_host, "bob")
-    slurmd = cluster_host.check_output("cat /run/slurmd.pid")
-    cluster_host.run_expect([0], "kill -STOP %s", slurmd)
-    try:
-        reply = bob.api("DELETE", f"/users/{quote(bob.name, safe='')}/server")  # 202 after JupyterHub's 10 s
-        assert reply.status_code in (202, 204), reply.text
-        state = slurm_jobs(cluster_host).get(job, ("", "", "GONE"))[2]
-        assert state == "COMPLETING"
-        server = bob.server()
-        assert server is not None and server.get("pending") == "stop", server
-    finally:
-        cluster_host.run_expect([0], "kill -CONT %s", slurmd)
-    deadline = time.monotonic() + 300
-    while bob.server() is not None:
-        assert time.monotonic() < deadline, "the server stayed after Slurm ended its job"
-        time.sleep(1)
-    assert job not in slurm_jobs(cluster_host)
-
-
 def proxy_routes(hub_host) -> dict:
     token = hub_host.check_output("sed -n 's/^CONFIGPROXY_AUTH_TOKEN=//p' /etc/jupyterhub/secrets/proxy-token.env")
     return json.loads(hub_host.check_output(
