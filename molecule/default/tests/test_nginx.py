@@ -343,6 +343,7 @@ def test_old_tls_versions_are_refused_by_the_catch_all(testbed, testbed_dns, sni
     assert "ALERT_PROTOCOL_VERSION" in str(refused.value), refused.value
 
 
+@pytest.mark.xdist_group("playbooks")  # nginx -T must not meet the rollback test's broken config
 def test_no_server_enables_tls_below_1_2(hub_host):
     # Every ssl_protocols line of the whole effective config, Debian's
     # nginx.conf (http level, which any server without its own inherits) too.
