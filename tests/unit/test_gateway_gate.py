@@ -12,8 +12,6 @@ argv, stdin and environment and answer what a test tells them to.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import pwd
@@ -23,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cluster_scripts import load_script
 
 from hpcgw_hub.options import OptionsError
 from hpcgw_hub.options import validate as hub_validate
@@ -332,11 +331,7 @@ def test_submit_refuses_everything_without_images_json(slurm):
 
 # -- the profile rule: the gate's copy agrees with hpcgw_hub.options ------------
 def load_gate():
-    loader = importlib.machinery.SourceFileLoader("hpcgw_gate", str(GATE))
-    spec = importlib.util.spec_from_loader("hpcgw_gate", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script(GATE, "hpcgw_gate")
 
 
 AGREEMENT_CASES = [

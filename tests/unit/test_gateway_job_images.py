@@ -14,8 +14,6 @@ variables (prefix removed) and HOME=/home/user.
 from __future__ import annotations
 
 import base64
-import importlib.machinery
-import importlib.util
 import json
 import re
 import signal
@@ -23,15 +21,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from cluster_scripts import load_script
 from job_bed import HUB_PORT, JOB, TOKEN, USER_ID, alive
 
 
 def load_wrapper():
-    loader = importlib.machinery.SourceFileLoader("hpcgw_job", str(JOB))
-    spec = importlib.util.spec_from_loader("hpcgw_job", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script(JOB, "hpcgw_job")
 
 
 job = load_wrapper()
