@@ -7,7 +7,7 @@ the container, so the report must also carry this start's secret
 from __future__ import annotations
 
 import asyncio
-import shlex
+import json
 from unittest.mock import AsyncMock
 
 import pytest
@@ -18,19 +18,19 @@ from tornado import web
 from hpcgw_hub.callback import reporting_spawner
 
 
-def exported(script: str, name: str) -> str:
-    for line in script.splitlines():
-        if line.startswith(f"export {name}="):
-            return shlex.split(line.split("=", 1)[1])[0]
-    raise AssertionError(f"{name} not exported by the batch script")
+def exported(request: str, name: str) -> str:
+    """A variable of the job's environment in the gate's submit request."""
+    env = json.loads(request)["env"]
+    assert name in env, f"{name} not in the submit request's env"
+    return env[name]
 
 
 async def start_and_capture(spawner):
-    """Start the spawner (submit and status stubbed); return the task and the batch script."""
+    """Start the spawner (submit and status stubbed); return the task and the submit request."""
     scripts = []
 
     async def submit():
-        scripts.append(spawner.batch_script_for(spawner.job_request()))
+        scripts.append(spawner.submit_request(spawner.job_request()))
         spawner.job_id = "42"
         return "42"
 
@@ -41,6 +41,9 @@ async def start_and_capture(spawner):
     spawner.startup_poll_interval = 0.05
     task = asyncio.ensure_future(spawner.start())
     while not scripts:
+        if task.done():  # start() failed before it submitted: say why
+            task.result()
+            raise AssertionError("start() ended without submitting")
         await asyncio.sleep(0.01)
     return task, scripts[0]
 
@@ -91,5 +94,5 @@ def test_every_start_has_a_new_secret_and_an_old_one_is_refused():
 def test_the_secret_cannot_be_set_through_the_spawners_environment():
     alice = spawner_for("alice", {"HPCGW_PORT_SECRET": "chosen-by-the-admin-config"})
     alice.port_secret = "made-by-the-hub"
-    script = alice.batch_script_for(alice.job_request())
-    assert exported(script, "HPCGW_PORT_SECRET") == "made-by-the-hub"
+    request = alice.submit_request(alice.job_request())
+    assert exported(request, "HPCGW_PORT_SECRET") == "made-by-the-hub"

@@ -114,6 +114,12 @@ class PlaybookRun:
         assert lines, f"no recap for {host}:\n{self.output[-3000:]}"
         return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", lines[-1])}
 
+    def recap_hosts(self) -> set[str]:
+        """The hosts of the last PLAY RECAP (its `<host> : ok=...` lines only:
+        stderr, appended after it, may name hosts in an error message)."""
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", self.output).rsplit("PLAY RECAP", 1)[-1]
+        return set(re.findall(r"^(\S+)\s+:\s+ok=\d+", plain, flags=re.M))
+
 
 @pytest.fixture(scope="session")
 def run_playbook(request):
