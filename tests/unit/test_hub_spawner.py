@@ -169,12 +169,14 @@ def test_the_submit_request_carries_checked_values_and_no_script():
                                     "HPCGW_PORT_SECRET": "s3cr3t", "HPCGW_USER_ID": "u-0000000000000000ffff",
                                     "LD_PRELOAD": "/tmp/x.so"})
     body = json.loads(spawner.submit_request(validate({}, PROFILES)))
+    # The port secret is the hub's own for this start: the environment config cannot set it.
+    secret = body["env"].pop("HPCGW_PORT_SECRET")
+    assert secret == spawner.port_secret and secret != "s3cr3t" and len(secret) >= 32
     # Exactly the gate's keys: the gate builds the script, the job name, --output and --chdir.
     assert body == {
         "user_id": user_id(hostile), "profile": "compute", "image": "notebook", "minutes": 60, "cpus": 1,
         "memory_mb": 1024, "gpus": 0,
-        "env": {"JUPYTERHUB_USER": hostile, "JUPYTERHUB_API_TOKEN": "t0k3n", "JUPYTERHUB_EXTRA": "1",
-                "HPCGW_PORT_SECRET": "s3cr3t"},
+        "env": {"JUPYTERHUB_USER": hostile, "JUPYTERHUB_API_TOKEN": "t0k3n", "JUPYTERHUB_EXTRA": "1"},
     }
 
 
@@ -263,7 +265,8 @@ def test_the_submit_request_carries_the_image_and_gpus_not_in_the_environment():
     spawner.user_options = {"profile": "gpu", "gpus": 2}
     body = json.loads(spawner.submit_request(spawner.job_request()))
     assert (body["profile"], body["image"], body["gpus"]) == ("gpu", "cuda", 2)
-    assert not [name for name in body["env"] if name.startswith("HPCGW_")]
+    # The gate sets HPCGW_IMAGE and HPCGW_GPUS from the checked values; only the port secret travels in env.
+    assert [name for name in body["env"] if name.startswith("HPCGW_")] == ["HPCGW_PORT_SECRET"]
 
 
 def test_an_environment_value_with_a_control_character_is_refused():
