@@ -121,6 +121,8 @@ def test_the_pinned_host_keys_are_the_hubs(host, hub_host):
     assert not [line for line in pinned if "ecdsa" in line]
 
 
+# Connects with the tunnel key: kept apart from test_hub_sshd.py's cap tests (group "hub").
+@pytest.mark.xdist_group("hub")
 def test_the_tunnel_verifies_the_real_hub_with_the_pinned_keys(host):
     # Host keys are checked before authentication: whatever tunnelbot allows,
     # ssh must say the hub is known and matches.

@@ -9,6 +9,10 @@ import pytest
 from conftest import hub_steady
 
 testinfra_hosts = ["login.cluster.test"]
+# With the hub tests: test_hub_sshd.py fills the tunnel key's caps
+# (connections, unauthenticated starts per source) on purpose, and a probe
+# here meanwhile waits out its 20 s (seen: test_gets_no_terminal, Terminated).
+pytestmark = pytest.mark.xdist_group("hub")
 
 HUB = "hub.gateway.test"
 ROOT = "/home/gateway/hpcgw"
