@@ -25,6 +25,7 @@ from cluster_scripts import load_script
 
 from hpcgw_hub.options import OptionsError
 from hpcgw_hub.options import validate as hub_validate
+from test_hub_spawner import PROFILES as HUB_PROFILES
 
 GATE = Path(__file__).resolve().parents[2] / "roles" / "gateway" / "files" / "hpcgw-gate"
 ACCOUNT = pwd.getpwuid(os.geteuid()).pw_name
@@ -50,15 +51,8 @@ for when, out, err, rc in answers.get(name, []):
         sys.exit(rc)
 """
 
-PROFILES = [
-    {"name": "compute", "label": "CPU notebook", "partition": "compute",
-     "default_minutes": 60, "max_minutes": 480, "default_cpus": 1, "max_cpus": 2,
-     "default_memory_mb": 1024, "max_memory_mb": 4096, "images": ["notebook", "datascience"]},
-    {"name": "gpu", "label": "GPU notebook", "partition": "gpu",
-     "default_minutes": 30, "max_minutes": 60, "default_cpus": 1, "max_cpus": 1,
-     "default_memory_mb": 1024, "max_memory_mb": 2048, "default_gpus": 1, "max_gpus": 2,
-     "images": ["cuda", "notebook", "retired"]},
-]
+# The hub's test profiles, the gpu one also offering an image the cluster no longer has.
+PROFILES = [HUB_PROFILES[0], {**HUB_PROFILES[1], "images": [*HUB_PROFILES[1]["images"], "retired"]}]
 IMAGES = ["notebook", "datascience", "cuda"]  # "retired" is offered by a profile but no longer on the cluster
 
 
