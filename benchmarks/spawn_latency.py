@@ -7,12 +7,16 @@ Slurm, the job wrapper and the tunnel, all real):
     10 in a row for one user, then 5 users at once;
   - stop: DELETE until the hub reports the server gone (the spawner first
     waits for Slurm to confirm the job is gone).
-Twice in the same run: with this project's spawner settings, and with stock
-batchspawner's (a new SSH connection per command, 1 s between stop checks),
-switched by a conf.d fragment on the hub and a hub restart.
+Once per --profile given (default: the hub's default profile), with this
+project's spawner settings; then, unless --no-stock, with stock batchspawner's
+(a new SSH connection per command, 1 s between stop checks), switched by a
+conf.d fragment on the hub and a hub restart. On the test bed, profile
+`compute` runs on compute1 (tunnel straight to the hub) and `private` on
+compute2 (no route to the hub: the tunnel goes through the login node).
 
 Usage (after `make demo`, or any converged test bed):
     .venv/bin/python benchmarks/spawn_latency.py [--testbed demo] [--rounds 10] [--users 5]
+        [--profile compute --profile private] [--no-stock]
 Prints a table and writes benchmarks/results/<date>.json.
 """
 
@@ -57,9 +61,9 @@ def restart_hub(testbed: Testbed, user: HubUser) -> None:
     raise SystemExit("the hub did not come back")
 
 
-def timed_spawn(user: HubUser) -> float:
+def timed_spawn(user: HubUser, options: dict) -> float:
     start = time.monotonic()
-    reply = user.start(timeout=300)
+    reply = user.start(options=options, timeout=300)
     if reply.status_code >= 400:
         raise SystemExit(f"spawn of {user.name} refused: {reply.status_code} {reply.text}")
     return time.monotonic() - start
@@ -76,21 +80,21 @@ def summary(values: list[float]) -> dict:
             "max": round(max(values), 2), "all": [round(v, 2) for v in values]}
 
 
-def measure(users: list[HubUser], rounds: int) -> dict:
+def measure(users: list[HubUser], rounds: int, options: dict) -> dict:
     # The load average says whether the figures are comparable: on this kind
     # of 2-core machine a notebook's start doubles beside a molecule run.
     load_before = os.getloadavg()[0]
     spawns, stops = [], []
     pause = random.Random(rounds)
     for _ in range(rounds):
-        spawns.append(timed_spawn(users[0]))
+        spawns.append(timed_spawn(users[0], options))
         stops.append(timed_stop(users[0]))
         # Slurm 24.11 starts a batch job on the 1-s tick of slurmctld's
         # background loop (or when another job's epilog completes): a random
         # pause keeps the rounds from locking onto that tick's phase.
         time.sleep(pause.uniform(0, 1))
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
-        together = list(pool.map(timed_spawn, users))
+        together = list(pool.map(lambda user: timed_spawn(user, options), users))
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
         together_stops = list(pool.map(timed_stop, users))
     return {"spawn_in_a_row": summary(spawns), "stop_in_a_row": summary(stops),
@@ -103,6 +107,9 @@ def main() -> None:
     parser.add_argument("--testbed", default="demo", help="test bed name: hpcgw-<name>-* containers (default demo)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--users", type=int, default=5, choices=range(1, 6), help="1 to 5 (bench1..bench5)")
+    parser.add_argument("--profile", action="append", default=[],
+                        help="a spawner profile to measure (repeatable; default: the hub's default profile)")
+    parser.add_argument("--no-stock", action="store_true", help="skip the run with stock batchspawner's settings")
     args = parser.parse_args()
 
     testbed = Testbed.discover(args.testbed, REPO / ".testbed" / args.testbed)
@@ -118,13 +125,17 @@ def main() -> None:
 
         results = {}
         try:
-            results["gateway"] = measure(users, args.rounds)
-            hub_exec(testbed, "sh", "-c", f"printf '%s' '{STOCK}' > {STOCK_FRAGMENT}")
-            restart_hub(testbed, users[0])
-            results["stock-batchspawner-settings"] = measure(users, args.rounds)
+            for profile in args.profile or [""]:
+                options = {"profile": profile} if profile else {}
+                results["gateway" + (f" {profile}" if profile else "")] = measure(users, args.rounds, options)
+            if not args.no_stock:
+                hub_exec(testbed, "sh", "-c", f"printf '%s' '{STOCK}' > {STOCK_FRAGMENT}")
+                restart_hub(testbed, users[0])
+                results["stock-batchspawner-settings"] = measure(users, args.rounds, {})
         finally:
-            hub_exec(testbed, "rm", "-f", STOCK_FRAGMENT)
-            restart_hub(testbed, users[0])
+            if not args.no_stock:
+                hub_exec(testbed, "rm", "-f", STOCK_FRAGMENT)
+                restart_hub(testbed, users[0])
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     out = REPO / "benchmarks" / "results" / f"{stamp}.json"
@@ -138,7 +149,7 @@ def main() -> None:
                 print(f"{settings:<30} {name:<16} {s['min']:>6} {s['median']:>7} {s['max']:>6}")
         load = measures["load_1min"]
         print(f"{settings:<30} load average (1 min) {load['before']} before, {load['after']} after")
-    if results["gateway"]["load_1min"]["before"] > QUIET_LOAD:
+    if next(iter(results.values()))["load_1min"]["before"] > QUIET_LOAD:
         print(f"warning: the machine was busy before the run (1-min load above {QUIET_LOAD:.1f} on {os.cpu_count()} cores);"
               " these figures are not comparable with a quiet machine's")
     print(f"written: {out.relative_to(REPO)}")
