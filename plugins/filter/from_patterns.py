@@ -117,12 +117,25 @@ def from_uncovered(addresses, patterns) -> list[str]:
     return seen
 
 
+def from_uncovered_nodes(nodes, patterns) -> list[str]:
+    """'<name> (<uncovered addresses>)' for each node ({name, addresses}) with
+    an address from_covers refuses."""
+    found = []
+    for node in nodes:
+        missed = from_uncovered(node.get("addresses") or [], patterns)
+        if missed:
+            found.append(f"{node.get('name')} ({' '.join(missed)})")
+    return found
+
+
 class FilterModule:
-    """sshd from= patterns: hpcgateway.jupyterhub.from_covers, from_uncovered, from_pattern_errors."""
+    """sshd from= patterns: hpcgateway.jupyterhub.from_covers, from_uncovered, from_uncovered_nodes,
+    from_pattern_errors."""
 
     def filters(self):
         return {
             "from_covers": from_covers,
             "from_uncovered": from_uncovered,
+            "from_uncovered_nodes": from_uncovered_nodes,
             "from_pattern_errors": from_pattern_errors,
         }

@@ -117,3 +117,12 @@ def test_the_filters_work_by_their_collection_names(tmp_path):
     assert result["covers"] is True and result["refused"] is False
     assert result["uncovered"] == ["10.9.0.1"]
     assert len(result["errors"]) == 1 and "10.0.0.0/33" in result["errors"][0]
+
+
+def test_uncovered_nodes_names_each_node_with_its_missed_addresses():
+    nodes = [{"name": "compute1", "addresses": ["172.18.0.3"]},
+             {"name": "compute2", "addresses": ["10.77.0.4", "fd00::4"]},
+             {"name": "compute3", "addresses": ["10.77.0.5"]}]
+    assert from_patterns.from_uncovered_nodes(nodes, ["172.18.0.0/16", "10.77.0.5"]) == [
+        "compute2 (10.77.0.4 fd00::4)"]
+    assert from_patterns.from_uncovered_nodes(nodes, ["172.18.0.0/16", "10.77.0.0/24", "fd00::/8"]) == []
