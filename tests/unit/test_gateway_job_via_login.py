@@ -7,8 +7,8 @@ hop's ssh really gets."""
 
 from __future__ import annotations
 
-import shlex
 import signal
+import socket
 
 import pytest
 from job_bed import alive
@@ -95,8 +95,6 @@ def test_without_via_login_settings_every_node_connects_directly(bed):
 
 
 def test_the_host_name_stands_in_for_slurms_node_name(via_login):
-    import socket
-
     bed = via_login
     bed.config["via_login"]["nodes"] = [socket.gethostname()]
     bed.start(SLURMD_NODENAME=None)
