@@ -123,11 +123,13 @@ def test_the_pinned_host_keys_are_the_hubs(host, hub_host):
 
 # Connects with the tunnel key: kept apart from test_hub_sshd.py's cap tests (group "hub").
 @pytest.mark.xdist_group("hub")
-def test_the_tunnel_verifies_the_real_hub_with_the_pinned_keys(host):
-    # Host keys are checked before authentication: whatever tunnelbot allows,
-    # ssh must say the hub is known and matches.
+def test_the_tunnel_verifies_the_real_hub_with_the_pinned_keys(compute_host):
+    # From a compute node, where jobs open their tunnels (the pinned keys are
+    # on the shared gateway_root). Host keys are checked before
+    # authentication: whatever tunnelbot allows, ssh must say the hub is
+    # known and matches.
     result = as_gateway(
-        host,
+        compute_host("compute1"),
         "timeout 20 ssh -v -F none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=%s "
         "-o IdentitiesOnly=yes -i %s tunnelbot@%s true",
         f"{ROOT}/etc/hub_known_hosts", TUNNEL_KEY, HUB,
@@ -154,7 +156,8 @@ def test_the_gate_refuses_anything_else(host, command):
     assert "refused" in result.stderr
 
 
-VERIFY = "/var/tmp/hpcgw-verify"
+# On the shared /home: the jobs it submits run on a compute node.
+VERIFY = "/home/hpcgw-verify"
 
 
 @pytest.fixture
