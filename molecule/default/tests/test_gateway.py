@@ -82,7 +82,8 @@ def test_a_listed_users_folder_is_made_before_the_first_notebook(host):
     assert (folder.user, folder.group, folder.mode) == ("gateway", "gateway", 0o700)
 
 
-@pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin", f"{ROOT}/etc/gateway.json", f"{ROOT}/etc/hub_known_hosts",
+@pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin/hpcgw-hop", f"{ROOT}/bin", f"{ROOT}/etc/gateway.json",
+                                  f"{ROOT}/etc/hub_known_hosts", f"{ROOT}/etc/login_known_hosts",
                                   f"{ROOT}/etc/images.json", f"{ROOT}/images", f"{ROOT}/images/notebook.sif"])
 def test_what_root_wrote_is_not_writable_by_gateway(host, path):
     assert as_gateway(host, "test -r %s", path).rc == 0
@@ -104,11 +105,15 @@ def test_the_wrapper_settings(host):
         "tunnel_user": "tunnelbot", "tunnel_key": TUNNEL_KEY,
         "known_hosts": f"{ROOT}/etc/hub_known_hosts", "users_dir": f"{ROOT}/users",
         "start_timeout": 120, "job_name_prefix": "hpcgw-hub",
+        # compute2's tunnels hop through the login node (gateway_tunnel_via_login).
+        "via_login": {"nodes": ["compute2"], "host": "login.cluster.test", "port": 22, "user": "gateway",
+                      "known_hosts": f"{ROOT}/etc/login_known_hosts"},
     }
     # The gate's copy of the hub's profiles (molecule's host_vars of the hub).
     assert [(p["name"], p["partition"], p["max_minutes"], p["images"]) for p in profiles] == [
         ("compute", "compute", 480, ["notebook", "notebook-marked"]),
         ("short", "short", 60, ["notebook", "notebook-marked"]),
+        ("private", "private", 60, ["notebook"]),
     ]
 
 
