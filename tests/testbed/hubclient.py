@@ -75,13 +75,15 @@ class Testbed:
     def container(self, role: str) -> str:
         return f"hpcgw-{self.name}-{role}"
 
-    def address(self, role: str) -> str:
+    def address(self, role: str, network: str = "") -> str:
+        """A container's address on the main network, or on hpcgw-<name>-<network>
+        (network="private": the compute nodes' own)."""
         out = subprocess.run(
             ["docker", "inspect", self.container(role)],
             check=True, capture_output=True, text=True,
         ).stdout
         networks = json.loads(out)[0]["NetworkSettings"]["Networks"]
-        return networks[f"hpcgw-{self.name}"]["IPAddress"]
+        return networks[f"hpcgw-{self.name}" + (f"-{network}" if network else "")]["IPAddress"]
 
 
 @contextlib.contextmanager

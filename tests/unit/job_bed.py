@@ -24,14 +24,27 @@ USER_ID = "u-2bd806c97f0e00af1a1f"
 PORT_SECRET = "sec-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 
 FAKE_SSH = """#!{python}
-import json, os, signal, socket, sys, threading, time
+import json, os, signal, socket, subprocess, sys, threading, time
 here = {here!r}
 mode = open(os.path.join(here, "ssh-mode")).read().strip()
+# The tunnel (it has -R) records ssh.json; the hop a ProxyCommand runs, ssh-hop.json.
+name = "ssh" if "-R" in sys.argv else "ssh-hop"
 record = {{"argv": sys.argv, "env": dict(os.environ), "pid": os.getpid()}}
-with open(os.path.join(here, "ssh.json.tmp"), "w") as out:
+with open(os.path.join(here, name + ".json.tmp"), "w") as out:
     json.dump(record, out)
-os.rename(os.path.join(here, "ssh.json.tmp"), os.path.join(here, "ssh.json"))
+os.rename(os.path.join(here, name + ".json.tmp"), os.path.join(here, name + ".json"))
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+if name == "ssh-hop":
+    time.sleep(60)  # a relay to the hub's sshd, until the tunnel ends
+    sys.exit(0)
+# As ssh does: a ProxyCommand runs with /bin/sh ("exec <command>", %% -> %).
+proxies = [a[len("ProxyCommand="):] for a in sys.argv if a.startswith("ProxyCommand=")]
+if proxies:
+    hop = subprocess.Popen(["/bin/sh", "-c", "exec " + proxies[0].replace("%%", "%")],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    deadline = time.time() + 10
+    while not os.path.exists(os.path.join(here, "ssh-hop.json")) and time.time() < deadline:
+        time.sleep(0.05)
 if mode == "fail":
     sys.stderr.write("tunnelbot@hub.gateway.test: Permission denied (publickey).\\n")
     sys.exit(255)
@@ -290,7 +303,7 @@ class Bed:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        for name in ("ssh", "notebook"):
+        for name in ("ssh", "ssh-hop", "notebook"):
             record = self.record(name)
             if record and alive(record["pid"]):
                 os.kill(record["pid"], signal.SIGKILL)

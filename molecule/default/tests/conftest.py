@@ -146,12 +146,45 @@ def hub_user(login, browser, testbed):
 
 
 @pytest.fixture(scope="session")
-def cluster_host(request):
+def cluster_host(testbed: Testbed):
+    """The login node as root sees it (an HPC admin's inspection), through
+    `docker exec`: whatever connection Ansible uses (root or the gateway
+    account), tests read the real thing."""
     import testinfra
 
-    return testinfra.get_host(
-        "ansible://login.cluster.test", ansible_inventory=request.config.option.ansible_inventory
-    )
+    return testinfra.get_host(f"docker://root@{testbed.container('cluster')}")
+
+
+@pytest.fixture(scope="session")
+def compute_host(testbed: Testbed):
+    """A compute node as root sees it: `compute_host("compute1")` or
+    `compute_host(1)`. Compute nodes are not in the inventory (a site's
+    Ansible reaches only its login nodes); the Slurm node name is the
+    container's (hpcgw-<bed>-<node>)."""
+    import testinfra
+
+    hosts = {}
+
+    def get(node: str | int):
+        name = f"compute{node}" if isinstance(node, int) else node
+        assert re.fullmatch(r"compute[0-9]+", name), f"not a compute node: {name!r}"
+        if name not in hosts:
+            hosts[name] = testinfra.get_host(f"docker://root@{testbed.container(name)}")
+        return hosts[name]
+
+    return get
+
+
+def job_node(cluster_host, job: str) -> str:
+    """The Slurm node a running job is on (squeue %N)."""
+    return cluster_host.check_output("squeue -h -j %s -o %%N", job)
+
+
+@pytest.fixture
+def job_host(cluster_host, compute_host):
+    """The compute node a running job is on, as root sees it: where its
+    notebook, its tunnel and its job folder in /tmp are."""
+    return lambda job: compute_host(job_node(cluster_host, job))
 
 
 def slurm_jobs(cluster_host) -> dict[str, tuple[str, str, str]]:

@@ -82,7 +82,8 @@ def test_a_listed_users_folder_is_made_before_the_first_notebook(host):
     assert (folder.user, folder.group, folder.mode) == ("gateway", "gateway", 0o700)
 
 
-@pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin", f"{ROOT}/etc/gateway.json", f"{ROOT}/etc/hub_known_hosts",
+@pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin/hpcgw-hop", f"{ROOT}/bin", f"{ROOT}/etc/gateway.json",
+                                  f"{ROOT}/etc/hub_known_hosts", f"{ROOT}/etc/login_known_hosts",
                                   f"{ROOT}/etc/images.json", f"{ROOT}/images", f"{ROOT}/images/notebook.sif"])
 def test_what_root_wrote_is_not_writable_by_gateway(host, path):
     assert as_gateway(host, "test -r %s", path).rc == 0
@@ -104,11 +105,15 @@ def test_the_wrapper_settings(host):
         "tunnel_user": "tunnelbot", "tunnel_key": TUNNEL_KEY,
         "known_hosts": f"{ROOT}/etc/hub_known_hosts", "users_dir": f"{ROOT}/users",
         "start_timeout": 120, "job_name_prefix": "hpcgw-hub",
+        # compute2's tunnels hop through the login node (gateway_tunnel_via_login).
+        "via_login": {"nodes": ["compute2"], "host": "login.cluster.test", "port": 22, "user": "gateway",
+                      "known_hosts": f"{ROOT}/etc/login_known_hosts"},
     }
     # The gate's copy of the hub's profiles (molecule's host_vars of the hub).
     assert [(p["name"], p["partition"], p["max_minutes"], p["images"]) for p in profiles] == [
         ("compute", "compute", 480, ["notebook", "notebook-marked"]),
         ("short", "short", 60, ["notebook", "notebook-marked"]),
+        ("private", "private", 60, ["notebook"]),
     ]
 
 
@@ -123,11 +128,13 @@ def test_the_pinned_host_keys_are_the_hubs(host, hub_host):
 
 # Connects with the tunnel key: kept apart from test_hub_sshd.py's cap tests (group "hub").
 @pytest.mark.xdist_group("hub")
-def test_the_tunnel_verifies_the_real_hub_with_the_pinned_keys(host):
-    # Host keys are checked before authentication: whatever tunnelbot allows,
-    # ssh must say the hub is known and matches.
+def test_the_tunnel_verifies_the_real_hub_with_the_pinned_keys(compute_host):
+    # From a compute node, where jobs open their tunnels (the pinned keys are
+    # on the shared gateway_root). Host keys are checked before
+    # authentication: whatever tunnelbot allows, ssh must say the hub is
+    # known and matches.
     result = as_gateway(
-        host,
+        compute_host("compute1"),
         "timeout 20 ssh -v -F none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=%s "
         "-o IdentitiesOnly=yes -i %s tunnelbot@%s true",
         f"{ROOT}/etc/hub_known_hosts", TUNNEL_KEY, HUB,
@@ -154,7 +161,8 @@ def test_the_gate_refuses_anything_else(host, command):
     assert "refused" in result.stderr
 
 
-VERIFY = "/var/tmp/hpcgw-verify"
+# On the shared /home: the jobs it submits run on a compute node.
+VERIFY = "/home/hpcgw-verify"
 
 
 @pytest.fixture

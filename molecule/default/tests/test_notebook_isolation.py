@@ -16,7 +16,7 @@ import time
 import uuid
 
 import pytest
-from conftest import HubUser, browser_session, globus_login, slurm_jobs
+from conftest import HubUser, browser_session, globus_login, job_node, slurm_jobs
 from test_spawn import job_of, run_in_kernel
 
 from hpcgw_hub.spawner import user_id
@@ -116,12 +116,24 @@ def two_notebooks(own_browser):
             user.stop()
 
 
+@pytest.fixture
+def two_notebooks_on_one_node(two_notebooks, cluster_host):
+    """The attacks below need both jobs on one node: the same loopback."""
+    nodes = {job_node(cluster_host, job_of(cluster_host, user)) for user in ("frank", "grace")}
+    assert nodes == {"compute1"}, nodes
+    return two_notebooks
+
+
 def test_a_notebook_sees_nothing_of_anothers_or_of_the_gateway(two_notebooks, testbed, public_ca_bundle,
-                                                                 cluster_host, hub_host):
+                                                                 cluster_host, job_host, hub_host):
     frank, grace = two_notebooks
     frank_job, grace_job = job_of(cluster_host, "frank"), job_of(cluster_host, "grace")
     assert slurm_jobs(cluster_host)[frank_job][1:] == ("gateway", "RUNNING")
     assert slurm_jobs(cluster_host)[grace_job][1:] == ("gateway", "RUNNING")
+    # Both on one compute node (their profile's partition has one): what
+    # frank's kernel sees of the node is where grace's notebook runs.
+    assert job_node(cluster_host, frank_job) == job_node(cluster_host, grace_job) == "compute1"
+    node = job_host(frank_job)
     grace_id = user_id("grace")
     # What there is to hide, read as root on the hosts.
     assert cluster_host.file(f"{GATEWAY_ROOT}/users/{grace_id}").is_directory
@@ -130,7 +142,7 @@ def test_a_notebook_sees_nothing_of_anothers_or_of_the_gateway(two_notebooks, te
     # Frank's own port secret (issue 15): his job has it, his container must not.
     frank_port_secret = exported(job_script(cluster_host, frank_job), "HPCGW_PORT_SECRET")
     # Two notebook servers run on the node, both as gateway.
-    servers = cluster_host.check_output("pgrep -u gateway -f jupyterhub-singleuser").split()
+    servers = node.check_output("pgrep -u gateway -f jupyterhub-singleuser").split()
     assert len(servers) >= 2, servers
 
     seen = look_around(testbed, public_ca_bundle, "frank", frank.token(), grace_id)
@@ -144,11 +156,11 @@ def test_a_notebook_sees_nothing_of_anothers_or_of_the_gateway(two_notebooks, te
     assert seen["gateway_ssh"] == seen["tunnel_key"] == "FileNotFoundError"
     # The site's datasets (apptainer_images_binds): readable at their dest,
     # read-only although gateway may write the folder on the host.
-    assert seen["dataset"] == cluster_host.file("/srv/datasets/README.txt").content_string
+    assert seen["dataset"] == node.file("/srv/datasets/README.txt").content_string
     assert seen["dataset_write"] == "EROFS"
     assert seen["dataset_host_path"] == "FileNotFoundError"
-    assert cluster_host.run("runuser -u gateway -- test -w /srv/datasets").rc == 0
-    assert not cluster_host.file("/srv/datasets/written-by-a-notebook").exists
+    assert node.run("runuser -u gateway -- test -w /srv/datasets").rc == 0
+    assert not node.file("/srv/datasets/written-by-a-notebook").exists
     values = set(seen["environ"].values())
     assert grace_token not in values
     assert not any(frank_port_secret in value for value in values)
@@ -191,8 +203,9 @@ def test_the_notebook_runs_in_the_image_asked_for(hub_user, testbed, public_ca_b
 
 
 # --- Two notebooks on one compute node, attacked from one kernel (issue 15) ---
-# The test bed's cluster is one node: frank's and grace's jobs share it, its
-# network namespace (loopback, /proc/net) and the gateway uid. Frank attacks.
+# The test profiles' partitions have one node (compute1): frank's and grace's
+# jobs share it, its network namespace (loopback, /proc/net) and the gateway
+# uid (two_notebooks_on_one_node checks it). Frank attacks.
 
 # Run in frank's kernel: for SECONDS, every listener on the node's loopback
 # (TCP from /proc/net/tcp*, which is the node's: shared netns) and every Unix
@@ -267,11 +280,11 @@ def tunnel_line(cluster_host, user: str, job: str) -> str:
     raise AssertionError(f"no 'tunnel up' line in {log}")
 
 
-def test_a_kernel_cannot_read_or_reach_another_users_kernel_or_server(two_notebooks, testbed, public_ca_bundle,
-                                                                     cluster_host):
+def test_a_kernel_cannot_read_or_reach_another_users_kernel_or_server(two_notebooks_on_one_node, testbed,
+                                                                     public_ca_bundle, cluster_host):
     import concurrent.futures
 
-    frank, grace = two_notebooks
+    frank, grace = two_notebooks_on_one_node
     frank_token, grace_token = frank.token(), grace.token()
     marker = uuid.uuid4().hex
     own_api_port = int(tunnel_line(cluster_host, "frank", job_of(cluster_host, "frank")).split(", 127.0.0.1:")[1]
@@ -294,9 +307,9 @@ def test_a_kernel_cannot_read_or_reach_another_users_kernel_or_server(two_notebo
     assert not reached, reached
 
 
-def test_a_kernel_cannot_take_or_reach_the_listener_of_anothers_tunnel(two_notebooks, testbed, public_ca_bundle,
-                                                                      cluster_host):
-    frank, grace = two_notebooks
+def test_a_kernel_cannot_take_or_reach_the_listener_of_anothers_tunnel(two_notebooks_on_one_node, testbed,
+                                                                      public_ca_bundle, cluster_host):
+    frank, grace = two_notebooks_on_one_node
     frank_token, grace_token = frank.token(), grace.token()
     # Where grace's tunnel leads on the node (read as root from her job's log).
     target = tunnel_line(cluster_host, "grace", job_of(cluster_host, "grace")).split(" -> ", 1)[1].split(",")[0]

@@ -1,8 +1,10 @@
 """Notebooks as Slurm jobs of the shared gateway account, end to end.
 
 A user logged in through the Globus stand-in starts a server; the job runs as
-`gateway` on the cluster; the hub reaches the notebook through the tunnel;
-nginx serves it on the public https URL; a kernel computes over wss.
+`gateway` on a compute node of the cluster (compute1: the test profiles'
+partitions), not on the login node; the hub reaches the notebook through the
+tunnel the compute node opens; nginx serves it on the public https URL; a
+kernel computes over wss.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 import websocket
-from conftest import hub_jobs, hub_steady, slurm_jobs
+from conftest import hub_jobs, hub_steady, job_node, slurm_jobs
 
 from hpcgw_hub.spawner import user_id
 
@@ -72,7 +74,19 @@ def run_in_kernel(testbed, public_ca_bundle, user: str, token: str, code: str) -
         session.delete(f"{base}/api/kernels/{kernel_id}", headers=headers, timeout=30)
 
 
-def test_spawn_reach_compute_and_stop(hub_user, cluster_host, testbed, public_ca_bundle, browser):
+def notebook_processes(host, job: str) -> dict[str, list[str]]:
+    """What of a job runs on a node, as root sees it: its notebook server,
+    its tunnel (ssh to tunnelbot) and its job folder in /tmp."""
+    def lines(command: str) -> list[str]:
+        return host.run(command).stdout.split()
+    return {
+        "notebook": lines("pgrep -u gateway -f jupyterhub-singleuser"),
+        "tunnel": lines("pgrep -u gateway -f 'ssh -N -T .*tunnelbot@'"),
+        "job_folder": lines(f"ls -d /tmp/hpcgw-{job}-*"),
+    }
+
+
+def test_spawn_reach_compute_and_stop(hub_user, cluster_host, compute_host, testbed, public_ca_bundle, browser):
     bob = hub_user("bob@uchicago.edu")
     reply = bob.start()
     assert reply.status_code in (201, 202), reply.text
@@ -80,6 +94,11 @@ def test_spawn_reach_compute_and_stop(hub_user, cluster_host, testbed, public_ca
     assert job is not None
     _, owner, state = slurm_jobs(cluster_host)[job]
     assert (owner, state) == ("gateway", "RUNNING")
+    # The job runs on the compute node of its partition, not on the login node.
+    assert job_node(cluster_host, job) == "compute1"
+    on_node = notebook_processes(compute_host("compute1"), job)
+    assert all(len(found) >= 1 for found in on_node.values()), on_node
+    assert notebook_processes(cluster_host, job) == {"notebook": [], "tunnel": [], "job_folder": []}
 
     token = bob.token()
     status = browser.get(f"https://{testbed.hub_name}/user/bob/api/status",
@@ -91,6 +110,13 @@ def test_spawn_reach_compute_and_stop(hub_user, cluster_host, testbed, public_ca
     # One listing: the job may leave squeue between two.
     jobs = slurm_jobs(cluster_host)
     assert job not in jobs or jobs[job][2] not in ("RUNNING", "PENDING")
+    # The wrapper ends the tunnel and removes the job folder on the node.
+    for _ in range(40):
+        left = notebook_processes(compute_host("compute1"), job)
+        if not left["job_folder"]:
+            break
+        time.sleep(0.5)
+    assert left["job_folder"] == [], left
 
 
 def test_hub_restart_keeps_running_servers(hub_user, cluster_host, hub_host, testbed, browser):
@@ -178,17 +204,20 @@ def test_rest_options_outside_the_limits_get_400_and_no_job(hub_user, cluster_ho
     assert bob.server() is None
 
 
-def test_a_username_full_of_shell_metacharacters_does_no_harm(hub_user, cluster_host, hub_host):
+def test_a_username_full_of_shell_metacharacters_does_no_harm(hub_user, cluster_host, compute_host, hub_host):
     # A Globus identity whose username is every shell metacharacter (JupyterHub
     # itself refuses "/"); it logs in and starts its own server.
     hostile = hub_user("x';touch pwned-q;'$(touch pwned-d)`touch pwned-b`\"&&id|tee pwned-p;<>*?~!{}[]\\@uchicago.edu")
     assert hostile.name.startswith("x';touch")
     assert hostile.start().status_code in (201, 202)
     assert hostile.server()["ready"]
-    assert job_of(cluster_host, hostile.name) is not None
+    job = job_of(cluster_host, hostile.name)
+    assert job is not None
+    node = compute_host(job_node(cluster_host, job))
     hostile.stop()
-    for host in (cluster_host, hub_host):
-        assert host.check_output("find / -xdev -name 'pwned-*' 2>/dev/null || true") == ""
+    # /home is its own file system on the cluster (shared by its nodes).
+    for host in (cluster_host, node, hub_host):
+        assert host.check_output("find / /home -xdev -name 'pwned-*' 2>/dev/null || true") == ""
 
 
 def test_the_port_callback_takes_only_a_starting_servers_own_token(hub_user, testbed, browser):
