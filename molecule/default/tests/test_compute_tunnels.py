@@ -18,6 +18,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 from conftest import hub_steady, job_node, slurm_jobs
 from test_spawn import run_in_kernel
 
@@ -51,23 +52,24 @@ def the_job(cluster_host, username: str) -> str:
     return ids[0]
 
 
-def hub_port_of(cluster_host, username: str, job: str) -> int:
-    """The hub-side port of a job's tunnel, from the wrapper's line in the job's log."""
-    log = cluster_host.file(f"{ROOT}/logs/{user_id(username)}.{job}.log").content_string
-    return int(re.search(r"tunnel up: hub 127\.0\.0\.1:(\d+)", log).group(1))
+def local_ports_to_hub(host, testbed, process: str, pattern: str) -> set[int]:
+    """Local ports of the established connections to the hub's sshd held by
+    the gateway account's `process` whose command line matches `pattern`
+    (read as gateway: root in a container without CAP_SYS_PTRACE sees no
+    other account's sockets)."""
+    pids = set(gateway_run(host, f"pgrep -u gateway -f {pattern!r}").stdout.split())
+    assert pids, f"no {process} matching {pattern!r}"
+    lines = gateway_run(host, "ss -Htnp state established '( dport = :22 )'").stdout.splitlines()
+    hub = testbed.address("hub")
+    return {int(line.split()[2].rsplit(":", 1)[1]) for line in lines
+            if line.split()[3] == f"{hub}:22" and f'"{process}"' in line
+            and set(re.findall(r"pid=(\d+)", line)) & pids}
 
 
-def tunnel_source(hub_host, port: int) -> str:
-    """The client address of the hub's sshd connection that holds the listener
-    127.0.0.1:<port> (the tunnel's -R): where the tunnel came from."""
-    listener = hub_host.check_output("ss -Htlnp 'sport = :%s'", str(port))
-    pids = set(re.findall(r"pid=(\d+)", listener))
-    assert pids, listener
-    connections = hub_host.check_output("ss -Htnp state established '( sport = :22 )'")
-    sources = {line.split()[3].rsplit(":", 1)[0] for line in connections.splitlines()
-               if pids & set(re.findall(r"pid=(\d+)", line))}
-    assert len(sources) == 1, (listener, connections)
-    return sources.pop()
+def hub_peers(hub_host) -> set[str]:
+    """The clients of the hub's sshd as the hub sees them (address:port)."""
+    lines = hub_host.check_output("ss -Htn state established '( sport = :22 )'").splitlines()
+    return {line.split()[3] for line in lines}
 
 
 def spawn(hub_user, cluster_host, identity: str, options: dict) -> tuple[object, str, float]:
@@ -80,22 +82,27 @@ def spawn(hub_user, cluster_host, identity: str, options: dict) -> tuple[object,
 
 
 def test_a_notebook_on_the_private_node_is_reached_through_the_login_node(
-        hub_user, cluster_host, compute_host, hub_host, testbed, public_ca_bundle, browser):
+        hub_user, cluster_host, compute_host, hub_host, testbed, public_ca_bundle, testbed_dns):
     user, job, seconds = spawn(hub_user, cluster_host, "bench4@uchicago.edu", {"profile": "private"})
     try:
         assert job_node(cluster_host, job) == "compute2"
         # JupyterLab answers through nginx, and a kernel computes.
         token = user.token()
-        lab = browser.get(f"https://{testbed.hub_name}/user/{user.name}/lab",
-                          headers={"Authorization": f"token {token}"}, timeout=30)
+        # Another client than the hub session's (the notebook sets its own _xsrf cookie).
+        client = requests.Session()
+        client.trust_env = False
+        client.verify = str(public_ca_bundle)
+        lab = client.get(f"https://{testbed.hub_name}/user/{user.name}/lab",
+                         headers={"Authorization": f"token {token}"}, timeout=30)
         assert lab.status_code == 200 and "JupyterLab" in lab.text
         assert run_in_kernel(testbed, public_ca_bundle, user.name, token, "6*7") == "42"
-        # The hub sees the tunnel come from the login node's address (compute2 has none it could reach).
-        assert tunnel_source(hub_host, hub_port_of(cluster_host, user.name, job)) == testbed.address("cluster")
-        # compute2's ssh has the hop; the login node relays for it.
+        # compute2's tunnel has the hop; on the login node hpcgw-hop relays it to the hub's
+        # sshd, and the hub sees that connection come from the login node's address.
         assert "ProxyCommand=ssh" in compute_host("compute2").check_output(
             "ps -o args= -u gateway | grep -F 'tunnelbot@' | grep -v grep")
-        assert f"{ROOT}/bin/hpcgw-hop {HUB} 22" in cluster_host.check_output("ps -o args= -u gateway")
+        relayed = local_ports_to_hub(cluster_host, testbed, "hpcgw-hop", f"bin/hpcgw-hop {HUB} 22")
+        assert len(relayed) == 1
+        assert f"{testbed.address('cluster')}:{relayed.pop()}" in hub_peers(hub_host)
         print(f"spawn through the login node: {seconds:.1f} s")
     finally:
         user.stop()
@@ -106,7 +113,10 @@ def test_a_notebook_on_compute1_tunnels_from_its_own_address(hub_user, cluster_h
     user, job, seconds = spawn(hub_user, cluster_host, "bench5@uchicago.edu", {"profile": "compute"})
     try:
         assert job_node(cluster_host, job) == "compute1"
-        assert tunnel_source(hub_host, hub_port_of(cluster_host, user.name, job)) == testbed.address("compute1")
+        # This job's tunnel (its -R leads to its job folder) reaches the hub from compute1's address.
+        ports = local_ports_to_hub(compute_host("compute1"), testbed, "ssh", f"hpcgw-{job}-.*tunnelbot@{HUB}")
+        assert len(ports) == 1
+        assert f"{testbed.address('compute1')}:{ports.pop()}" in hub_peers(hub_host)
         assert "ProxyCommand" not in compute_host("compute1").check_output(
             "ps -o args= -u gateway | grep -F 'tunnelbot@' | grep -v grep")
         print(f"spawn direct: {seconds:.1f} s")
@@ -127,17 +137,16 @@ def stolen_key(testbed, role: str) -> str:
             "-i /tmp/stolen/hpcgw_tunnel_ed25519 ")
 
 
-@pytest.mark.parametrize("role", ["hub", "services"])
-def test_the_tunnel_key_is_refused_from_outside_the_allowed_addresses(compute_host, testbed, role):
+def test_the_tunnel_key_is_refused_from_outside_the_allowed_addresses(compute_host, testbed):
+    """From the hub's own address (on the main network with compute1, outside
+    gateway_compute_from; the services container has no ssh client)."""
     import testinfra
 
     # The same key from compute1 (an allowed address) gets its listener.
     allowed = gateway_run(compute_host("compute1"), f"{TO_HUB} {LISTEN} & pid=$!; sleep 4; kill $pid")
     assert "Allocated port" in allowed.stderr, allowed.stderr
-    elsewhere = testinfra.get_host(f"docker://root@{testbed.container(role)}")
-    if elsewhere.run("command -v ssh").rc != 0:
-        pytest.skip(f"no ssh client in the {role} container")
-    ssh = stolen_key(testbed, role)
+    elsewhere = testinfra.get_host(f"docker://root@{testbed.container('hub')}")
+    ssh = stolen_key(testbed, "hub")
     try:
         # To the hub directly: tunnelbot's from= leaves this address out.
         refused = elsewhere.run(ssh + f"-o UserKnownHostsFile=/tmp/stolen/hub_known_hosts {LISTEN}")
