@@ -109,6 +109,7 @@ def test_the_wrapper_settings(host):
     assert [(p["name"], p["partition"], p["max_minutes"], p["images"]) for p in profiles] == [
         ("compute", "compute", 480, ["notebook", "notebook-marked"]),
         ("short", "short", 60, ["notebook", "notebook-marked"]),
+        ("private", "private", 60, ["notebook"]),
     ]
 
 
