@@ -15,6 +15,7 @@ test_apptainer_images.py does, so the site's images are not touched.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -147,9 +148,42 @@ def test_pulled_once_then_nothing_until_the_digest_changes(run_playbook, cluster
     print(f"registry pulls: first run {pulled_in:.1f} s, unchanged run {again_in:.1f} s")
 
 
-@pytest.mark.parametrize("case", ["digest the registry lacks", "oras:// of an OCI image"])
-def test_a_wrong_digest_fails_clearly_and_keeps_the_old_image(run_playbook, cluster_host, digests, scratch, tmp_path,
-                                                              case):
+def tampered(cluster_host, testbed, kind: str) -> str:
+    """A new image pushed to the registry, whose only layer is then changed in
+    the registry's storage (as a compromised registry or mirror would serve
+    it): returns the reference that pins the manifest, which still names the
+    original layer's digest. New content on every call: no cache has it."""
+    stamp = f"{kind} {time.time_ns()}"
+    repository = f"hpcgw/tampered-{kind}"
+    if kind == "oci":
+        digest = json.loads(cluster_host.check_output(
+            f"python3 /var/tmp/hpcgw-registry-push.py image {REGISTRY} {repository} latest bin/busybox=/bin/busybox "
+            f"'etc/hpcgw-image:{stamp}' >/dev/null && python3 /var/tmp/hpcgw-registry-push.py digests {REGISTRY} "
+            f"{repository}:latest"))[f"{repository}:latest"]
+    else:
+        work = "/var/tmp/hpcgw-registry-tampered"
+        cluster_host.check_output(
+            f"rm -rf {work} && install -d -o gateway {work} && cd {work} && runuser -u gateway -- sh -c "
+            f"'mkdir -p tiny/bin tiny/etc && cp /bin/busybox tiny/bin/ && echo \"{stamp}\" > tiny/etc/hpcgw-image "
+            f"&& apptainer -s build tiny.sif tiny/ && apptainer -s push tiny.sif oras://{REGISTRY}/{repository}:latest'"
+            f" && rm -rf {work}")
+        digest = json.loads(cluster_host.check_output(
+            f"python3 /var/tmp/hpcgw-registry-push.py digests {REGISTRY} {repository}:latest"))[f"{repository}:latest"]
+    manifest = json.loads(cluster_host.check_output(
+        f"curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "
+        f"https://{REGISTRY}/v2/{repository}/manifests/{digest}"))
+    layer = manifest["layers"][0]["digest"].split(":")[1]
+    blob = f"/var/lib/docker-registry/docker/registry/v2/blobs/sha256/{layer[:2]}/{layer}/data"
+    subprocess.run(["docker", "exec", testbed.container("services"), "sh", "-c",
+                    f"printf X | dd of={blob} bs=1 seek=$(($(stat -c %s {blob}) / 2)) conv=notrunc 2>/dev/null"
+                    f" && test $(sha256sum {blob} | cut -c1-64) != {layer}"], check=True)
+    return f"{'docker' if kind == 'oci' else 'oras'}://{REGISTRY}/{repository}@{digest}"
+
+
+@pytest.mark.parametrize("case", ["digest the registry lacks", "oras:// of an OCI image",
+                                  "tampered OCI layer", "tampered SIF"])
+def test_a_wrong_digest_fails_clearly_and_keeps_the_old_image(run_playbook, cluster_host, testbed, digests, scratch,
+                                                              tmp_path, case):
     good = run_playbook(PLAYBOOK, "-e", settings(tmp_path, oci(digests, "v1"), sif(digests, "v1")))
     assert good.returncode == 0, good.output[-3000:]
     kept = state(cluster_host)
@@ -158,10 +192,14 @@ def test_a_wrong_digest_fails_clearly_and_keeps_the_old_image(run_playbook, clus
         wrong, index, name = settings(tmp_path, f"docker://{REGISTRY}/hpcgw/busybox@{ZERO}", sif(digests, "v1"),
                                       {"APPTAINER_DOCKER_USERNAME": "site",
                                        "APPTAINER_DOCKER_PASSWORD": "hunter2-not-shown"}), 0, "oci"
-    else:  # a digest the registry has, but of an OCI image, not of a SIF
+    elif case == "oras:// of an OCI image":  # a digest the registry has, of an OCI image, not of a SIF
         wrong, index, name = settings(
             tmp_path, oci(digests, "v1"),
             f"oras://{REGISTRY}/hpcgw/busybox@{digests['hpcgw/busybox:v2']}"), 1, "sif"
+    elif case == "tampered OCI layer":
+        wrong, index, name = settings(tmp_path, tampered(cluster_host, testbed, "oci"), sif(digests, "v1")), 0, "oci"
+    else:
+        wrong, index, name = settings(tmp_path, oci(digests, "v1"), tampered(cluster_host, testbed, "sif")), 1, "sif"
     failed = run_playbook(PLAYBOOK, "-v", "-e", wrong)
     assert failed.returncode != 0
     assert f"Pulling apptainer_images_list[{index}] ({name}) from" in failed.output, failed.output[-3000:]
