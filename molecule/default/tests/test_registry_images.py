@@ -98,7 +98,8 @@ def state(cluster_host) -> dict[str, tuple[str, ...]]:
 
 def leftovers(cluster_host) -> str:
     """Files a pull left in images/ or its .build/ (none after success or failure)."""
-    return cluster_host.check_output(f"ls -A {ROOT}/images/.build; ls -A {ROOT}/images | grep '^\\.[a-z]' || true")
+    return cluster_host.check_output(
+        f"ls -A {ROOT}/images/.build; ls -A {ROOT}/images | grep '^\\.' | grep -vx '\\.build' || true")
 
 
 def test_pulled_once_then_nothing_until_the_digest_changes(run_playbook, cluster_host, digests, scratch, tmp_path):
