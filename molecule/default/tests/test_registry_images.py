@@ -212,3 +212,22 @@ def test_a_wrong_digest_fails_clearly_and_keeps_the_old_image(run_playbook, clus
         assert "error verifying sha256 checksum" in failed.output, failed.output[-3000:]
     assert state(cluster_host) == kept
     assert leftovers(cluster_host) == ""
+
+
+def test_the_sites_notebook_image_can_come_from_the_registry(run_playbook, cluster_host, digests, scratch, tmp_path):
+    """The converged notebook image, pushed with `apptainer push` as a site
+    would publish it, pulled back by digest: the same file, and its Jupyter
+    server runs."""
+    reference = f"{REGISTRY}/hpcgw/notebook:verify"
+    cluster_host.check_output(
+        f"cd /tmp && runuser -u gateway -- apptainer -s push {SITE_ROOT}/images/notebook.sif oras://{reference}")
+    digest = json.loads(cluster_host.check_output(
+        f"python3 /var/tmp/hpcgw-registry-push.py digests {REGISTRY} hpcgw/notebook:verify"))["hpcgw/notebook:verify"]
+    pulled = run_playbook(PLAYBOOK, "-e", settings(tmp_path, oci(digests, "v1"),
+                                                   f"oras://{REGISTRY}/hpcgw/notebook@{digest}"))
+    assert pulled.returncode == 0, pulled.output[-3000:]
+    assert cluster_host.run(f"cmp {SITE_ROOT}/images/notebook.sif {ROOT}/images/sif.sif").rc == 0
+    run = cluster_host.run(f"cd /tmp && runuser -u gateway -- apptainer exec --containall {ROOT}/images/sif.sif "
+                           "jupyterhub-singleuser --version")
+    assert run.rc == 0, run.stderr
+    assert run.stdout.strip().split(".")[0] == "5"
