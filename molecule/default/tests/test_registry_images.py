@@ -53,9 +53,9 @@ def says(cluster_host, path: str) -> str:
 # --- the site's converge -----------------------------------------------------
 
 @pytest.mark.parametrize("name, reference, marker", [
-    ("registry-oci", lambda d: oci(d, "v1"), "busybox v1"),
-    ("registry-sif", lambda d: sif(d, "v1"), "tiny-sif v1"),
-])
+    ("registry-oci", oci, "busybox v1"),
+    ("registry-sif", sif, "tiny-sif v1"),
+], ids=["docker", "oras"])
 def test_the_sites_registry_images_are_pulled_listed_and_run(cluster_host, digests, name, reference, marker):
     images = json.loads(cluster_host.check_output(f"cat {SITE_ROOT}/etc/images.json"))
     assert {"name": name, "path": f"{SITE_ROOT}/images/{name}.sif"}.items() <= next(
@@ -64,7 +64,7 @@ def test_the_sites_registry_images_are_pulled_listed_and_run(cluster_host, diges
         installed = cluster_host.file(path)
         assert (installed.is_file, installed.user, installed.group, installed.mode) == (True, "root", "root", 0o644)
         assert cluster_host.run(f"runuser -u gateway -- test -w {path}").rc == 1
-    assert cluster_host.file(f"{SITE_ROOT}/images/{name}.pull").content_string == reference(digests) + "\n"
+    assert cluster_host.file(f"{SITE_ROOT}/images/{name}.pull").content_string == reference(digests, "v1") + "\n"
     assert says(cluster_host, f"{SITE_ROOT}/images/{name}.sif") == marker
 
 
