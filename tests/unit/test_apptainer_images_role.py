@@ -25,6 +25,8 @@ ROLE = ROOT / "roles" / "apptainer_images"
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 HUB_VERSION = "5.4.1"  # the hub's jupyterhub_version in the test inventory (not the role's default)
 SHA = "sha256:" + "ab" * 32
+DOCKER = "docker://registry.test:5000/hpcgw/busybox@" + SHA
+ORAS = "oras://registry.example.org/site/ml-image@" + SHA
 
 GOOD_IMAGE = {"name": "notebook", "label": "JupyterLab", "description": "", "definition": "notebook.def.j2"}
 
@@ -37,6 +39,46 @@ CASES: dict[str, tuple[dict, str | None]] = {
          "command": ["/opt/r/bin/jupyterhub-singleuser", "--debug"]},
         {"name": "site_ml", "label": "ML", "description": "", "file": "files/ml.sif"},
     ], "apptainer_images_binds": [{"src": "/data/sets", "dest": "/datasets", "mode": "ro"}, {"src": "/scratch"}]}, None),
+    "pull_sources": ({"apptainer_images_list": [
+        GOOD_IMAGE,
+        {"name": "bb", "label": "BB", "description": "", "pull": DOCKER},
+        {"name": "ml", "label": "ML", "description": "", "pull": ORAS},
+        {"name": "lh", "label": "LH", "description": "", "pull": "docker://localhost/a/b_c__d--e.f@" + SHA},
+        {"name": "port", "label": "P", "description": "", "pull": "oras://registry:5000/a@" + SHA},
+    ]}, None),
+    "pull_tag": ({"apptainer_images_list": [
+        GOOD_IMAGE, {"name": "bb", "label": "BB", "description": "", "pull": "docker://registry.test:5000/hpcgw/busybox:v1"}]},
+        "apptainer_images_list[1].pull (bb) must be docker://<registry host>[:port]/<repository>@sha256:<64 hex> or"
+        " oras://<registry host>[:port]/<repository>@sha256:<64 hex>, pinned by the manifest's digest (lower case)"
+        " and without a tag: it names a tag, which the registry can move"),
+    "pull_tag_and_digest": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": "docker://registry.test/hpcgw/busybox:v1@" + SHA}]},
+        "apptainer_images_list[0].pull (bb) must be docker://"),
+    "pull_no_host": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": "docker://library/busybox@" + SHA}]},
+        "apptainer_images_list[0].pull (bb) must be docker://"),
+    "pull_upper_hex": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": DOCKER.upper().replace("DOCKER:", "docker:")}]},
+        "apptainer_images_list[0].pull (bb) must be"),
+    "pull_short_digest": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": DOCKER[:-1]}]},
+        "apptainer_images_list[0].pull (bb) must be"),
+    "pull_https": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": "https://registry.test/hpcgw/busybox@" + SHA}]},
+        "apptainer_images_list[0].pull (bb) must be"),
+    "pull_library": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": "library://registry.test/a/b@" + SHA}]},
+        "apptainer_images_list[0].pull (bb) must be"),
+    "pull_and_url": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": DOCKER, "url": "https://example.org/c.sif",
+         "checksum": SHA}]},
+        "apptainer_images_list[0] (bb) must have exactly one source, a non-empty definition, url, file or pull;"
+        " it has url, pull"),
+    "pull_with_checksum": ({"apptainer_images_list": [
+        {"name": "bb", "label": "BB", "description": "", "pull": DOCKER, "checksum": SHA}]},
+        "apptainer_images_list[0].checksum is only for a url image"),
+    "pull_environment": ({"apptainer_images_pull_environment": {"SSL_CERT_FILE": "/etc/site-ca.pem"},
+                          "apptainer_images_list": [GOOD_IMAGE]}, None),
     "base_and_ca": ({"apptainer_images_base_image": "/srv/base/debian.sif",
                      "apptainer_images_ca_bundle": "/etc/ssl/certs/site-ca.pem"}, None),
     "empty_list": ({"apptainer_images_list": []}, "apptainer_images_list must name at least one image"),
@@ -47,7 +89,7 @@ CASES: dict[str, tuple[dict, str | None]] = {
     "two_sources": ({"apptainer_images_list": [{**GOOD_IMAGE, "file": "x.sif"}]},
                     "apptainer_images_list[0] (notebook) must have exactly one source"),
     "no_source": ({"apptainer_images_list": [{"name": "a", "label": "A", "description": ""}]},
-                  "it has none"),
+                  "must have exactly one source, a non-empty definition, url, file or pull; it has none"),
     "bad_checksum": ({"apptainer_images_list": [
         GOOD_IMAGE, GOOD_IMAGE | {"name": "b"},
         {"name": "c", "label": "C", "description": "", "url": "https://example.org/c.sif", "checksum": "sha256:abc"},
@@ -224,6 +266,9 @@ def test_images_json_and_the_published_list(results):
         {"name": "r-4.4", "label": "R", "description": "R 4.4"},
         {"name": "site_ml", "label": "ML", "description": ""},
     ]
+    pulled = json.loads((results / "pull_sources.images.json").read_text())["images"]
+    assert [(image["name"], image["path"]) for image in pulled[1:3]] == [
+        ("bb", "/srv/hpcgw/images/bb.sif"), ("ml", "/srv/hpcgw/images/ml.sif")]
     singularity = json.loads((results / "singularity_ok.images.json").read_text())
     assert singularity["runtime_kind"] == "singularity"
     assert singularity["runtime"].endswith("/sce/singularity")
