@@ -77,7 +77,8 @@ def test_leftovers_of_an_interrupted_run_are_replaced(clean_testbed):
     assert made.returncode == 0, made.stderr
     result = playbook("up.yml")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert containers() == {f"hpcgw-{NAME}-{role}": "running" for role in ("hub", "cluster", "services")}
+    assert containers() == {f"hpcgw-{NAME}-{role}": "running"
+                            for role in ("hub", "cluster", "compute1", "compute2", "services")}
     # A second run finds it all in place and changes nothing.
     again = playbook("up.yml")
     assert again.returncode == 0
