@@ -74,7 +74,9 @@ def test_the_become_trap_is_wired_and_the_converge_never_became_anyone(request, 
                                 "-b", "-m", "ansible.builtin.command", "-a", "id -un"],
                                capture_output=True, text=True, timeout=120, cwd=REPO)
         assert probe.returncode != 0, probe.stdout
-        assert "hpcgw-become-trap" in cluster_host.file(BECOME_RECORD).content_string
+        # The trap's line: the account's uid, and sudo's arguments for root.
+        attempt = cluster_host.file(BECOME_RECORD).content_string
+        assert " uid=1000 " in attempt and "-u root" in attempt and "BECOME-SUCCESS" in attempt, attempt
     finally:
         cluster_host.run(f": > {BECOME_RECORD}")
 
