@@ -137,6 +137,24 @@ CASES: dict[str, tuple[dict, str | None]] = {
     "singularity_too_old": ({"apptainer_images_command": "{{ fakes }}/sce-old/singularity"},
                             "is a singularity 3.8.4"),
     "singularity_ok": ({"apptainer_images_command": "{{ fakes }}/sce/singularity"}, None),
+    # Community-account mode: the account (nobody: no subordinate ids here) cannot
+    # build with --fakeroot, so a definition image is refused; fetched ones pass.
+    "bad_mode": ({"apptainer_images_mode": "sudo"}, "apptainer_images_mode"),
+    "account_definition_without_subids": (
+        {"apptainer_images_mode": "account", "apptainer_images_user": "nobody",
+         "apptainer_images_list": [{"name": "site", "label": "Site", "description": "", "url": "https://example.org/s.sif",
+                                    "checksum": SHA}, GOOD_IMAGE]},
+        "apptainer_images_list[1] (notebook) is built from a definition (apptainer_images_list[1].definition), "
+        "which in account mode"),
+    "account_definition_names_the_sources": (
+        {"apptainer_images_mode": "account", "apptainer_images_user": "nobody"},
+        "has no range in /etc/subuid and /etc/subgid, so this login node allows only the image sources url, file"),
+    "account_fetched_images_only": (
+        {"apptainer_images_mode": "account", "apptainer_images_user": "nobody",
+         "apptainer_images_list": [{"name": "site", "label": "Site", "description": "", "url": "https://example.org/s.sif",
+                                    "checksum": SHA}, {"name": "ml", "label": "ML", "description": "", "file": "ml.sif"}]},
+        None),
+    "root_mode_definition_needs_no_check": ({"apptainer_images_mode": "root", "apptainer_images_user": "nobody"}, None),
     "not_a_runtime": ({"apptainer_images_command": "{{ fakes }}/junk/apptainer"},
                       "not a runtime whose version it could read"),
 }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import pathlib
 import re
@@ -185,6 +186,45 @@ def job_host(cluster_host, compute_host):
     """The compute node a running job is on, as root sees it: where its
     notebook, its tunnel and its job folder in /tmp are."""
     return lambda job: compute_host(job_node(cluster_host, job))
+
+
+def inventory_gateway_mode(inventory: str | None) -> str:
+    """The login node's gateway_mode in the scenario's inventory (root when unset)."""
+    if not inventory:
+        return "root"
+    done = subprocess.run(["ansible-inventory", "-i", inventory, "--host", "login.cluster.test"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(done.stdout).get("gateway_mode", "root")
+
+
+_MODES: dict[str | None, str] = {}
+
+
+@pytest.fixture(scope="session")
+def gateway_mode(request) -> str:
+    """root or account: how this scenario's site.yml runs on the login node."""
+    inventory = request.config.option.ansible_inventory
+    return _MODES.setdefault(inventory, inventory_gateway_mode(inventory))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "root_mode_only(reason): holds only in gateway_mode root; skipped in account mode "
+                   "(the reason goes to docs/trust-model.md)")
+    config.addinivalue_line("markers", "account_mode_only: tests of gateway_mode account; skipped in root mode")
+
+
+def pytest_runtest_setup(item):
+    root_only = item.get_closest_marker("root_mode_only")
+    account_only = item.get_closest_marker("account_mode_only")
+    if not (root_only or account_only):
+        return
+    inventory = item.config.option.ansible_inventory
+    mode = _MODES.setdefault(inventory, inventory_gateway_mode(inventory))
+    if root_only and mode != "root":
+        pytest.skip(f"root mode only: {root_only.kwargs.get('reason', '')}")
+    if account_only and mode != "account":
+        pytest.skip("community-account mode only (gateway_mode: account)")
 
 
 def slurm_jobs(cluster_host) -> dict[str, tuple[str, str, str]]:

@@ -26,12 +26,15 @@ LOCAL_SIF = {version: REPO / ".testbed" / f"lifecycle-local-{version}.sif" for v
 
 
 @pytest.fixture(scope="module")
-def sources(cluster_host, testbed) -> dict[str, str]:
+def sources(cluster_host, testbed, gateway_mode) -> dict[str, str]:
     """A busybox folder to build from, and two versions of a SIF to download
-    (download-v1.sif, download-v2.sif); returns {version: sha256}."""
+    (download-v1.sif, download-v2.sif); returns {version: sha256}. The scratch
+    gateway root is root's, or in community-account mode the account's (as
+    the gateway role would leave it)."""
+    owner = "-o gateway -g gateway " if gateway_mode == "account" else ""
     script = f"""set -e
 rm -rf {ROOT} {SOURCES}
-install -d -m 0755 {ROOT} {ROOT}/etc
+install -d {owner}-m 0755 {ROOT} {ROOT}/etc
 install -d -o gateway -m 0755 {SOURCES} {SOURCES}/tiny/bin {SOURCES}/tiny/etc
 cp /bin/busybox {SOURCES}/tiny/bin/busybox && ln -s busybox {SOURCES}/tiny/bin/sh
 echo 'ID=lifecycle' > {SOURCES}/tiny/etc/os-release

@@ -16,7 +16,13 @@ import pytest
 # with the tests that spawn notebooks (conftest.py), which need one each.
 pytestmark = pytest.mark.xdist_group("hub")
 
-testinfra_hosts = ["login.cluster.test"]
+
+@pytest.fixture
+def host(cluster_host):
+    """The login node, as root through docker (conftest.cluster_host): the
+    same view in root and in community-account mode."""
+    return cluster_host
+
 
 HUB = "hub.gateway.test"
 ROOT = "/home/gateway/hpcgw"
