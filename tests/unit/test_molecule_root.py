@@ -43,3 +43,17 @@ def test_molecule_runs_from_the_root_without_the_makefiles_environment(tmp_path)
     rc, out = molecule("syntax", tmp_path / "ephemeral")
     assert rc == 0, out
     assert f"playbook: {REPO}/site.yml" in out
+
+
+def test_the_scenario_converges_in_account_mode_and_switches_to_root_mode():
+    """The scenario's login node is in community-account mode (the variables
+    of molecule/default/gateway_mode/account.yml); its side effect converges
+    the root mode (root.yml, through dev-inventory) and verify runs again."""
+    scenario = REPO / "molecule" / "default"
+    active = yaml.safe_load((scenario / "inventory/host_vars/login.cluster.test/gateway_mode.yml").read_text())
+    assert active == yaml.safe_load((scenario / "gateway_mode/account.yml").read_text())
+    assert yaml.safe_load((scenario / "gateway_mode/root.yml").read_text())["gateway_mode"] == "root"
+    config = yaml.safe_load((scenario / "molecule.yml").read_text())
+    assert config["provisioner"]["playbooks"]["side_effect"] == "playbooks/root-mode.yml"
+    sequence = config["scenario"]["test_sequence"]
+    assert sequence[sequence.index("converge"):] == ["converge", "verify", "side_effect", "verify", "destroy"]

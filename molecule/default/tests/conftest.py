@@ -207,11 +207,40 @@ def gateway_mode(request) -> str:
     return _MODES.setdefault(inventory, inventory_gateway_mode(inventory))
 
 
+def root_pass_inventory() -> pathlib.Path | None:
+    """The root-mode inventory the scenario's side effect converged with
+    (molecule/default/playbooks/root-mode.yml leaves its path in the state
+    folder's root-pass mark; down.yml removes it), or None."""
+    mark = REPO / ".testbed" / os.environ.get("HPCGW_TESTBED", "molecule") / "root-pass"
+    if not mark.is_file():
+        return None
+    inventory = pathlib.Path(mark.read_text().strip())
+    assert inventory.is_dir(), f"{mark} names {inventory}, which is gone: remove the mark or run root-mode.yml again"
+    return inventory
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "root_mode_only(reason): holds only in gateway_mode root; skipped in account mode "
                    "(the reason goes to docs/trust-model.md)")
     config.addinivalue_line("markers", "account_mode_only: tests of gateway_mode account; skipped in root mode")
+    config.addinivalue_line(
+        "markers", "root_pass: run again after the side effect switched the site to the root mode "
+                   "(the verify after molecule's side_effect runs only these and the root_mode_only tests)")
+    # The verify after the side effect: the site is in the root mode now, and
+    # every test that runs a playbook or asks the inventory uses its copy.
+    inventory = root_pass_inventory()
+    if inventory is not None:
+        config.option.ansible_inventory = str(inventory)
+
+
+def pytest_collection_modifyitems(config, items):
+    if root_pass_inventory() is None:
+        return
+    keep = [item for item in items
+            if item.get_closest_marker("root_pass") or item.get_closest_marker("root_mode_only")]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
 
 
 def pytest_runtest_setup(item):

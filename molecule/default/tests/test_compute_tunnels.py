@@ -81,6 +81,7 @@ def spawn(hub_user, cluster_host, identity: str, options: dict) -> tuple[object,
     return user, the_job(cluster_host, user.name), seconds
 
 
+@pytest.mark.root_pass
 def test_a_notebook_on_the_private_node_is_reached_through_the_login_node(
         hub_user, cluster_host, compute_host, hub_host, testbed, public_ca_bundle, testbed_dns):
     user, job, seconds = spawn(hub_user, cluster_host, "bench4@uchicago.edu", {"profile": "private"})

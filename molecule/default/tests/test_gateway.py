@@ -10,7 +10,7 @@ import pytest
 
 # Its tests submit real jobs named hpcgw-verify-* and list them by that prefix:
 # one xdist worker, in order, so one test never sees another's job (conftest.py).
-pytestmark = pytest.mark.xdist_group("gateway")
+pytestmark = [pytest.mark.xdist_group("gateway"), pytest.mark.root_pass]  # and in the root mode (conftest)
 
 
 @pytest.fixture

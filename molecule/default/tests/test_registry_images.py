@@ -56,14 +56,20 @@ def says(cluster_host, path: str) -> str:
     ("registry-oci", oci, "busybox v1"),
     ("registry-sif", sif, "tiny-sif v1"),
 ], ids=["docker", "oras"])
-def test_the_sites_registry_images_are_pulled_listed_and_run(cluster_host, digests, name, reference, marker):
+@pytest.mark.root_pass
+def test_the_sites_registry_images_are_pulled_listed_and_run(cluster_host, gateway_mode, digests, name, reference,
+                                                            marker):
     images = json.loads(cluster_host.check_output(f"cat {SITE_ROOT}/etc/images.json"))
     assert {"name": name, "path": f"{SITE_ROOT}/images/{name}.sif"}.items() <= next(
         image for image in images["images"] if image["name"] == name).items()
+    # Root's in the root mode (the account cannot change them), the
+    # account's in community-account mode.
+    owner = "root" if gateway_mode == "root" else "gateway"
     for path in (f"{SITE_ROOT}/images/{name}.sif", f"{SITE_ROOT}/images/{name}.pull"):
         installed = cluster_host.file(path)
-        assert (installed.is_file, installed.user, installed.group, installed.mode) == (True, "root", "root", 0o644)
-        assert cluster_host.run(f"runuser -u gateway -- test -w {path}").rc == 1
+        assert (installed.is_file, installed.user, installed.group, installed.mode) == (True, owner, owner, 0o644)
+        if gateway_mode == "root":
+            assert cluster_host.run(f"runuser -u gateway -- test -w {path}").rc == 1
     assert cluster_host.file(f"{SITE_ROOT}/images/{name}.pull").content_string == reference(digests, "v1") + "\n"
     assert says(cluster_host, f"{SITE_ROOT}/images/{name}.sif") == marker
 
@@ -71,8 +77,10 @@ def test_the_sites_registry_images_are_pulled_listed_and_run(cluster_host, diges
 # --- the role alone, in a scratch gateway root ---------------------------------
 
 @pytest.fixture(scope="module")
-def scratch(cluster_host):
-    cluster_host.check_output(f"rm -rf {ROOT} && install -d -m 0755 {ROOT} {ROOT}/etc")
+def scratch(cluster_host, gateway_mode):
+    # Root's, or in community-account mode the account's (as the gateway role leaves it).
+    owner = "-o gateway -g gateway " if gateway_mode == "account" else ""
+    cluster_host.check_output(f"rm -rf {ROOT} && install -d {owner}-m 0755 {ROOT} {ROOT}/etc")
     yield ROOT
     cluster_host.run(f"rm -rf {ROOT}")
 

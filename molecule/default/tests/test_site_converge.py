@@ -8,7 +8,8 @@ import pytest
 from conftest import hub_steady
 
 # Runs playbooks that must find the site untouched by other tests: one xdist worker, in order (conftest.py).
-pytestmark = pytest.mark.xdist_group("playbooks")
+# root_pass: again after the side effect switched the site to the root mode.
+pytestmark = [pytest.mark.xdist_group("playbooks"), pytest.mark.root_pass]
 
 HOSTS = ("hub.gateway.test", "login.cluster.test")
 

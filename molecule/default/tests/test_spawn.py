@@ -86,6 +86,7 @@ def notebook_processes(host, job: str) -> dict[str, list[str]]:
     }
 
 
+@pytest.mark.root_pass
 def test_spawn_reach_compute_and_stop(hub_user, cluster_host, compute_host, testbed, public_ca_bundle, browser):
     bob = hub_user("bob@uchicago.edu")
     reply = bob.start()
