@@ -317,3 +317,25 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def option(argv: list[str], flag: str) -> str:
+    """The value after `flag` in an argv."""
+    return argv[argv.index(flag) + 1]
+
+
+def direct_argv(bed, argv: list[str]) -> list[str]:
+    """The tunnel's ssh arguments (after "ssh") for a node that reaches the
+    hub directly: the strict options, -R to this job's socket, -L to the
+    hub's API on the port the wrapper chose (read back from argv)."""
+    notebook_socket = option(argv, "-R").split(":", 2)[2]
+    api_port = int(option(argv, "-L").split(":")[1])
+    return [
+        "-N", "-T",
+        "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={bed.config['known_hosts']}", "-o", "IdentitiesOnly=yes",
+        "-i", bed.config["tunnel_key"], "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
+        "-R", f"127.0.0.1:0:{notebook_socket}",
+        "-L", f"127.0.0.1:{api_port}:127.0.0.1:{bed.config['hub_api_port']}",
+        "-p", "2222", "tunnelbot@hub.gateway.test",
+    ]

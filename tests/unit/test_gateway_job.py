@@ -17,11 +17,7 @@ import os
 import signal
 
 import pytest
-from job_bed import HUB_PORT, PORT_SECRET, TOKEN, USER_ID, alive
-
-
-def option(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
+from job_bed import HUB_PORT, PORT_SECRET, TOKEN, USER_ID, alive, direct_argv, option
 
 
 def test_reports_the_hub_port_once_the_notebook_listens_then_stops_on_sigterm(bed):
@@ -40,15 +36,7 @@ def test_reports_the_hub_port_once_the_notebook_listens_then_stops_on_sigterm(be
     argv = ssh["argv"]
     notebook_socket = option(argv, "-R").split(":", 2)[2]
     api_port = int(option(argv, "-L").split(":")[1])
-    assert argv[1:] == [
-        "-N", "-T",
-        "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={bed.config['known_hosts']}", "-o", "IdentitiesOnly=yes",
-        "-i", bed.config["tunnel_key"], "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
-        "-R", f"127.0.0.1:0:{notebook_socket}",
-        "-L", f"127.0.0.1:{api_port}:127.0.0.1:{bed.config['hub_api_port']}",
-        "-p", "2222", "tunnelbot@hub.gateway.test",
-    ]
+    assert argv[1:] == direct_argv(bed, argv)
     job_dir = os.path.dirname(notebook_socket)
     assert os.path.dirname(job_dir) == str(bed.tmp) and os.path.basename(notebook_socket) == "notebook.sock"
 

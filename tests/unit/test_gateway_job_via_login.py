@@ -11,13 +11,9 @@ import signal
 import socket
 
 import pytest
-from job_bed import alive
+from job_bed import alive, direct_argv
 
 LOGIN = "login.cluster.test"
-
-
-def option(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
 
 
 @pytest.fixture
@@ -27,20 +23,6 @@ def via_login(bed):
         "known_hosts": str(bed.here / "login_known_hosts"),
     }
     return bed
-
-
-def direct_argv(bed, argv):
-    notebook_socket = option(argv, "-R").split(":", 2)[2]
-    api_port = int(option(argv, "-L").split(":")[1])
-    return [
-        "-N", "-T",
-        "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={bed.config['known_hosts']}", "-o", "IdentitiesOnly=yes",
-        "-i", bed.config["tunnel_key"], "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
-        "-R", f"127.0.0.1:0:{notebook_socket}",
-        "-L", f"127.0.0.1:{api_port}:127.0.0.1:{bed.config['hub_api_port']}",
-        "-p", "2222", "tunnelbot@hub.gateway.test",
-    ]
 
 
 @pytest.mark.parametrize("node", ["compute2", "gpu-17"])
