@@ -148,7 +148,7 @@ CASES: dict[str, tuple[dict, str | None]] = {
         "which in account mode"),
     "account_definition_names_the_sources": (
         {"apptainer_images_mode": "account", "apptainer_images_user": "nobody"},
-        "has no range in /etc/subuid and /etc/subgid, so this login node allows only the image sources url, file"),
+        "has no range in /etc/subuid and /etc/subgid, so this login node allows only the image sources url, file, pull"),
     "account_fetched_images_only": (
         {"apptainer_images_mode": "account", "apptainer_images_user": "nobody",
          "apptainer_images_list": [{"name": "site", "label": "Site", "description": "", "url": "https://example.org/s.sif",

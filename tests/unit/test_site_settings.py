@@ -22,8 +22,8 @@ INVENTORIES = {
     "demo": (REPO / "inventories/demo/hosts.yml", REPO / "inventories/demo/host_vars"),
     "molecule": (REPO / "molecule/default/inventory/hosts.yml", REPO / "molecule/default/inventory/host_vars"),
 }
-# Variables of the test bed's inventories, not of a role.
-TESTBED_VARIABLES = {"testbed_name", "testbed_state_dir"}
+# Variables of the test bed's inventories, not of a role (the registry's digests: tests/testbed/registry.yml).
+TESTBED_VARIABLES = {"testbed_name", "testbed_state_dir", "testbed_registry_digests"}
 
 
 def role_options() -> dict[str, str]:

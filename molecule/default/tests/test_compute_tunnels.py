@@ -193,8 +193,11 @@ def test_through_the_login_node_the_key_reaches_only_the_hubs_sshd(compute_host,
 
 
 def key_lines(cluster_host) -> list[str]:
+    """The gateway's lines of authorized_keys: those with a forced command
+    (not the site's own keys, such as the gateway team's login in
+    community-account mode, tests/testbed/prepare.yml)."""
     return [line for line in cluster_host.file("/home/gateway/.ssh/authorized_keys").content_string.splitlines()
-            if "hpcgw-" in line]
+            if 'command="' in line]
 
 
 def test_the_hop_line_is_there_only_for_via_login_nodes(cluster_host, run_playbook, testbed):

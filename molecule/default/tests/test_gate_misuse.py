@@ -9,8 +9,7 @@ import time
 import pytest
 
 # Needs the hub up and its SSH to the cluster: with the tests that restart or cut them (conftest.py).
-# root_pass: a stolen hub key meets the same gate in both modes; checked in each.
-pytestmark = [pytest.mark.xdist_group("hub"), pytest.mark.root_pass]
+pytestmark = pytest.mark.xdist_group("hub")
 
 testinfra_hosts = ["hub.gateway.test"]
 

@@ -87,6 +87,7 @@ def proxy_routes(host):
     return json.loads(out)
 
 
+@pytest.mark.restarts_hub
 def test_hub_restart_keeps_the_proxy_and_its_routes(host):
     proxy_pid = host.check_output("systemctl show --property=MainPID --value jupyterhub-proxy")
     host.run_expect([0], "curl -fsS -o /dev/null -X POST -H %s -d %s http://127.0.0.1:8001/api/routes/probe-route",

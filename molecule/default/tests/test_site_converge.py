@@ -9,7 +9,7 @@ from conftest import hub_steady
 
 # Runs playbooks that must find the site untouched by other tests: one xdist worker, in order (conftest.py).
 # root_pass: again after the side effect switched the site to the root mode.
-pytestmark = [pytest.mark.xdist_group("playbooks"), pytest.mark.root_pass]
+pytestmark = [pytest.mark.xdist_group("playbooks"), pytest.mark.root_pass, pytest.mark.converges_site]
 
 HOSTS = ("hub.gateway.test", "login.cluster.test")
 

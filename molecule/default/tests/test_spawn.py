@@ -120,6 +120,7 @@ def test_spawn_reach_compute_and_stop(hub_user, cluster_host, compute_host, test
     assert left["job_folder"] == [], left
 
 
+@pytest.mark.restarts_hub
 def test_hub_restart_keeps_running_servers(hub_user, cluster_host, hub_host, testbed, browser):
     erin = hub_user("erin@uchicago.edu")
     erin.start()

@@ -1,18 +1,25 @@
 """tunnelbot can do nothing but the two forwards a notebook job needs.
 
-Every attempt runs on the cluster as `gateway`, with the real tunnel key and
-the hub's pinned host key, against the hub's sshd: as a job (or a notebook
-that escaped its container) would.
+Every attempt runs on a compute node (compute1) as `gateway`, with the real
+tunnel key and the hub's pinned host key, against the hub's sshd: as a job
+(or a notebook that escaped its container) would.
 """
 
 import pytest
 from conftest import hub_steady
 
-testinfra_hosts = ["login.cluster.test"]
 # With the hub tests: test_hub_sshd.py fills the tunnel key's caps
 # (connections, unauthenticated starts per source) on purpose, and a probe
 # here meanwhile waits out its 20 s (seen: test_gets_no_terminal, Terminated).
 pytestmark = pytest.mark.xdist_group("hub")
+
+
+@pytest.fixture
+def host(compute_host):
+    """compute1, as root through docker (conftest.compute_host), where
+    tunnels start: the same view whichever way Ansible reaches the cluster."""
+    return compute_host("compute1")
+
 
 HUB = "hub.gateway.test"
 ROOT = "/home/gateway/hpcgw"
