@@ -5,6 +5,7 @@
 # with a hash of everything that goes into it (its recipe folder, the base it
 # starts from, the host's extra CA certificates), so an unchanged recipe is
 # never rebuilt. Prints one line per image with its build time and size.
+# The bases, then the fixtures, are built at the same time.
 #
 # usage: build-images.sh [hub|cluster|services ...]   (default: all three)
 set -euo pipefail
@@ -86,5 +87,25 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(hub cluster services)
 for name in "${targets[@]}"; do
   [ -n "${suite_of[$name]:-}" ] || die "unknown image '$name' (known: ${!suite_of[*]})"
-  build_fixture "$name"
 done
+
+# In parallel: first each Debian suite's base (debootstrap waits mostly on
+# the mirror and the disk), then the fixtures on top of them. On a fresh
+# machine this takes the time of the slowest chain, not of all three.
+wait_all() {  # pid...: fails when any failed (each has said why on stderr)
+  local pid rc=0
+  for pid in "$@"; do wait "$pid" || rc=1; done
+  return $rc
+}
+pids=()
+for suite in $(for name in "${targets[@]}"; do echo "${suite_of[$name]}"; done | sort -u); do
+  build_base "$suite" >/dev/null &
+  pids+=($!)
+done
+wait_all "${pids[@]}" || die "a base image failed (above)"
+pids=()
+for name in "${targets[@]}"; do
+  build_fixture "$name" &
+  pids+=($!)
+done
+wait_all "${pids[@]}" || die "an image failed (above)"
