@@ -35,6 +35,7 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements-test.txt
+	tests/sanity/run --prime
 	touch $@
 
 # The repo is the collection hpcgateway.jupyterhub, findable by that name
@@ -46,10 +47,14 @@ $(COLLECTION_LINK):
 images:
 	tests/testbed/build-images.sh
 
+# tests/sanity/run: ansible-test sanity and antsibull-docs on the collection
+# as shipped, offline (make venv primed ansible-test's environments); it says
+# which sanity tests it leaves out and why.
 lint: venv
 	yamllint --strict .
 	ruff check .
 	ansible-lint
+	tests/sanity/run
 
 # Each role's README variable table, from its meta/argument_specs.yml (aar-doc;
 # tests/unit/test_role_readmes.py fails while one is stale).
