@@ -15,12 +15,13 @@ DEMO_GLOBUS_PORT ?= 9443
 UV_VERSION := 0.13.9
 COLLECTION_LINK := .collections/ansible_collections/hpcgateway/jupyterhub
 
-.PHONY: test demo demo-down host venv images lint unit setup-checks molecule clean help
+.PHONY: test demo demo-down host venv images lint docs unit setup-checks molecule clean help
 
 help:
 	@echo "make test       install, lint, unit tests, molecule (the whole gateway on the test bed)"
 	@echo "make demo       install, build images, start the demo and run site.yml -i inventories/demo"
 	@echo "make demo-down  remove the demo containers"
+	@echo "make docs       rewrite the roles' README variable tables from meta/argument_specs.yml"
 
 test:
 	@tests/run-suite
@@ -45,10 +46,26 @@ $(COLLECTION_LINK):
 images:
 	tests/testbed/build-images.sh
 
-lint: venv
+# ansible-test's own virtual environments (kept in ~/.ansible/test), made
+# once with the network; the lint lane of `make test` makes them while the
+# images build, off the install path.
+$(VENV)/.sanity-primed: $(VENV)/.installed tests/sanity/run
+	tests/sanity/run --prime
+	touch $@
+
+# tests/sanity/run: ansible-test sanity and antsibull-docs on the collection
+# as shipped, offline once primed; it says which sanity tests it leaves out
+# and why.
+lint: venv $(VENV)/.sanity-primed
 	yamllint --strict .
 	ruff check .
 	ansible-lint
+	tests/sanity/run
+
+# Each role's README variable table, from its meta/argument_specs.yml (aar-doc;
+# tests/unit/test_role_readmes.py fails while one is stale).
+docs: venv
+	tests/docs/role_readmes.py
 
 unit: venv
 	pytest -q tests/unit

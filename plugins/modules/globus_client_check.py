@@ -17,7 +17,7 @@ description:
   - "Run it where globus-sdk is installed, usually the controller
     (C(delegate_to: localhost))."
 version_added: 0.1.0
-author: HPC Gateway maintainers
+author: HPC Gateway maintainers (@hpcgateway)
 options:
   client_id:
     description: The client id (a UUID) registered at Globus.

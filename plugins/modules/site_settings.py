@@ -28,7 +28,7 @@ description:
     C(jupyterhub_proxy_port) (its default follows that port).
   - Changes nothing.
 version_added: 0.1.0
-author: HPC Gateway maintainers
+author: HPC Gateway maintainers (@hpcgateway)
 options: {}
 notes:
   - Supports check mode; it only reads.

@@ -1,7 +1,7 @@
 """The gateway role on the cluster's login node (docs/spawning.md): the layout
 of gateway_root, the tunnel key, the hub's key limited to the gate, the
-notebook environment, and the gate driving the site's real Slurm as the
-gateway account."""
+users' folders, and the gate driving the site's real Slurm as the gateway
+account."""
 
 import json
 import time
