@@ -12,10 +12,12 @@ Verify runs on three pytest-xdist workers (`--dist loadgroup`, molecule.yml):
     changed (second converge, --check, nginx rollback, forced renewal), in
     order on one worker: nothing else changes files meanwhile;
   - group "hub": tests that restart the hub or cut its SSH to the cluster,
-    and the tests that need both up (spawn, login, gate), in order on the
-    other worker;
+    and the tests that need both up (spawn, login, gate), in order on one
+    worker;
   - group "gateway": the gateway role's tests, which submit and list their
     own Slurm jobs by one name prefix;
+  - group "registry": the registry images' tests, which run the
+    apptainer_images role with changed digests, one after another;
   - the rest (read-only checks of the hosts, and bad settings, which stop
     in the preflight before any change) wherever a worker is free.
 """
