@@ -482,28 +482,6 @@ def test_stop_of_a_job_stuck_in_completing_says_so(spawner_with_gate, caplog):
     assert "did not confirm it is gone" in caplog.text
 
 
-def test_a_job_ending_before_its_notebook_fails_the_start_and_keeps_its_id(spawner_with_gate):
-    """JupyterHub stops a server whose start failed (User.stop: poll(), then
-    stop() while poll() says it runs): the id must stay for that stop to wait."""
-    from types import SimpleNamespace
-
-    gate = FakeGate("PENDING n/a Resources", "COMPLETING c1 None")
-
-    async def submit(request):
-        gate.asked.append(("submit", json.loads(request)["user_id"]))
-        return SimpleNamespace(returncode=0, ok=True, stdout="77\n", stderr="")
-
-    gate.submit = submit
-    spawner = spawner_with_gate(gate)
-    spawner.job_id = ""
-    spawner.startup_poll_interval = 0.01
-    spawner.orm_spawner, spawner.db = SimpleNamespace(server=None, state=None), Mock()
-    with pytest.raises(web.HTTPError, match="ended before the notebook started"):
-        asyncio.run(spawner.start())
-    assert spawner.job_id == "77"
-    assert asyncio.run(spawner.poll()) is None  # so User.stop calls stop(), which cancels and waits
-
-
 def test_the_rest_spawn_api_is_the_checked_one():
     from jupyterhub.apihandlers.users import UserServerAPIHandler
 
