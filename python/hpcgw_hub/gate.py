@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
-JOB_ID = re.compile(r"^[0-9]+$")
-PREFIX = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+JOB_ID = re.compile(r"[0-9]+")
+PREFIX = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
 @dataclass
@@ -116,16 +116,16 @@ class Gate:
         return await self.call("submit", stdin=request)
 
     async def status(self, job_id: str) -> GateResult:
-        if not JOB_ID.match(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise ValueError(f"not a Slurm job id: {job_id!r}")
         return await self.call("status", job_id)
 
     async def cancel(self, job_id: str) -> GateResult:
-        if not JOB_ID.match(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise ValueError(f"not a Slurm job id: {job_id!r}")
         return await self.call("cancel", job_id)
 
     async def list_jobs(self, prefix: str) -> GateResult:
-        if not PREFIX.match(prefix):
+        if not PREFIX.fullmatch(prefix):
             raise ValueError(f"not a job name prefix: {prefix!r}")
         return await self.call("list", prefix)

@@ -35,6 +35,7 @@ import secrets
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
 import hpcgw_hub.spawnapi  # noqa: F401  (REST spawn options checked before they are stored)
 from batchspawner import BatchSpawnerBase, JobStatus
+from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import Any, Bool, Dict, Float, Integer, List, TraitError, Unicode, Union, default
 from traitlets import validate as validate_trait
@@ -303,16 +304,10 @@ class GatewaySpawner(BatchSpawnerBase):
     def state_isrunning(self):
         return self.job_status.split(" ", 1)[0] in RUNNING
 
-    def state_isunknown(self):
-        return self.job_status == "UNKNOWN"
-
     def state_isending(self):
         """Slurm still lists the job, neither pending nor running (COMPLETING...)."""
         state = self.job_status.split(" ", 1)[0]
         return bool(state) and state not in PENDING | RUNNING | {GONE, "UNKNOWN"}
-
-    def state_gethost(self):
-        return self.ip
 
     # -- lifecycle ---------------------------------------------------------
     port_secret = ""  # this start's secret for the port report (start() makes it)
@@ -329,15 +324,31 @@ class GatewaySpawner(BatchSpawnerBase):
         waiting.set_result(port)
         return True
 
+    def save_state(self) -> None:
+        """Save the job id in the hub database now, while the start goes on.
+
+        JupyterHub saves a spawner's state only when start() returns, which for
+        a job waiting in the queue can be minutes. Saved early: a hub restarted
+        meanwhile stops the job (its poll() finds it, and User.stop cancels
+        it), and the reaper (`hpcgw_hub.reaper`, which cancels only jobs still
+        unknown to the hub after its grace) spares it. The reaper alone would
+        not do: it would cancel a job whose start is still waiting.
+        Committed through the session that holds this spawner's ORM row, the
+        one JupyterHub's User.spawn commits with, not `Spawner.db`, which is
+        deprecated and logs a warning on first use (JupyterHub 5.5.4 too).
+        """
+        self.orm_spawner.state = self.get_state()
+        session = object_session(self.orm_spawner)
+        if session is not None:
+            session.commit()
+
     async def start(self):
         request = self.job_request()  # before anything is submitted
         self.port = 0
         self.port_secret = secrets.token_urlsafe(32)  # fresh for every start
         self._port_reported = asyncio.get_running_loop().create_future()
         await self.submit_batch_script()
-        # Save the job id now: a hub restart during the start then still knows the job.
-        self.orm_spawner.state = self.get_state()
-        self.db.commit()
+        self.save_state()
         self.log.info("Job %s (%s) for %s submitted: %s", self.job_id, self.job_name, self.user.name, request)
         while not self._port_reported.done():
             status = await self.query_job_status()

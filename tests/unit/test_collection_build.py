@@ -88,8 +88,13 @@ def test_the_hub_package_is_where_the_jupyterhub_role_copies_it_from(installed):
     assert '__jupyterhub_package_src: "{{ role_path }}/../../python"' in role_vars
     source = collection / "roles/jupyterhub/../../python"
     assert (source / "pyproject.toml").is_file()
-    assert sorted(p.name for p in (source / "hpcgw_hub").glob("*.py")) == \
-        sorted(p.name for p in (REPO / "python/hpcgw_hub").glob("*.py"))
+    # Every module and the package data (py.typed, templates/), no cache.
+    def files(package):
+        return sorted(str(p.relative_to(package)) for p in package.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts)
+
+    assert files(source / "hpcgw_hub") == files(REPO / "python/hpcgw_hub")
+    assert {"py.typed", "templates/form.html.j2"} <= set(files(source / "hpcgw_hub"))
 
 
 def test_the_site_playbook_is_found_by_its_collection_name(installed, runs):

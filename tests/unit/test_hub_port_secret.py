@@ -36,8 +36,7 @@ async def start_and_capture(spawner):
 
     spawner.submit_batch_script = submit
     spawner.query_job_status = AsyncMock(return_value=JobStatus.RUNNING)
-    spawner.orm_spawner = type("OrmSpawner", (), {"state": None, "server": None})()
-    spawner.db = type("Db", (), {"commit": lambda self: None})()
+    spawner.save_state = lambda: None  # no hub database here (test_hub_lifecycle.py has one)
     spawner.startup_poll_interval = 0.05
     task = asyncio.ensure_future(spawner.start())
     while not scripts:
