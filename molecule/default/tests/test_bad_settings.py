@@ -89,7 +89,6 @@ def test_a_role_applied_alone_checks_its_settings_before_any_change(run_playbook
         f"- name: The {role} role alone\n"
         f"  hosts: {group}\n"
         "  become: \"{{ inventory_hostname in groups['hub'] or (gateway_mode | default('root')) == 'root' }}\"\n"
-        "  gather_facts: false\n"
         "  roles:\n"
         f"    - role: hpcgateway.jupyterhub.{role}\n"
     )
