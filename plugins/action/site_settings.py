@@ -21,7 +21,8 @@ VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
 
 def declared_settings(roles_dir: Path) -> tuple[set[str], tuple[str, ...]]:
     """Every option of every role's meta/argument_specs.yml (all entry
-    points), and the roles' prefixes (`<role>_`)."""
+    points), and the roles' prefixes (`<role>_`; `_common_` for the values
+    the roles share, roles/_common)."""
     declared, prefixes = set(), []
     for role in sorted(p for p in roles_dir.iterdir() if (p / "meta" / "argument_specs.yml").is_file()):
         prefixes.append(role.name + "_")
@@ -128,14 +129,15 @@ class ActionModule(ActionBase):
 
     @staticmethod
     def _upstream_errors(hostvars, hub_hosts) -> list[str]:
-        defaults = yaml.safe_load((COLLECTION / "roles/jupyterhub/defaults/main.yml").read_text())
+        # jupyterhub_proxy_port's default is the value the roles share (roles/_common).
+        shared = yaml.safe_load((COLLECTION / "roles/_common/defaults/main.yml").read_text())
         errors = []
         for host in hub_hosts:
             variables = hostvars[host]
             if "nginx_upstream_url" not in variables.keys():
                 continue  # the default follows jupyterhub_proxy_port
             url = str(variables["nginx_upstream_url"])
-            proxy_port = variables.get("jupyterhub_proxy_port", defaults["jupyterhub_proxy_port"])
+            proxy_port = variables.get("jupyterhub_proxy_port", shared["_common_jupyterhub_proxy_port"])
             try:
                 port = urlsplit(url).port
             except ValueError:

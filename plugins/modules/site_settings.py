@@ -15,7 +15,8 @@ description:
     every problem, when
   - a host or group variable carries a role's prefix (C(jupyterhub_),
     C(nginx_), C(globus_auth_), C(tunnelbot_), C(spawner_), C(gateway_),
-    C(apptainer_images_)) but no role declares it in meta/argument_specs.yml.
+    C(apptainer_images_), or C(_common_) of the values the roles share) but no
+    role declares it in meta/argument_specs.yml.
     The message names the variable, the file that sets it (host_vars/ or
     group_vars/, beside the playbook or the inventory's), the hosts, and
     the closest declared name. Variables the roles set while they run

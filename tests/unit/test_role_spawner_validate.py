@@ -89,9 +89,3 @@ def test_a_wrong_image_field_is_named(tmp_path, images, message):
     result = run_validate(tmp_path, {**GOOD, "spawner_images": images, "spawner_profiles": [PROFILE]})
     assert result.returncode != 0
     assert message in result.stdout, result.stdout
-
-
-def test_the_replaced_settings_are_refused_with_directions(tmp_path):
-    result = run_validate(tmp_path, {**GOOD, "spawner_partitions": {"compute": {"max_minutes": 60}}})
-    assert result.returncode != 0
-    assert "replaced by spawner_profiles" in result.stdout, result.stdout

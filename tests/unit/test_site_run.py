@@ -61,7 +61,8 @@ def bad_site(tmp_path_factory):
     # the top-level host_vars/ (letsencrypt).
     add(site / f"inventories/example/host_vars/{HUB}.yml",
         {"nginx_tls_mode": "provided", "nginx_upstream_url": "http://127.0.0.1:8000"})
-    add(site / "inventories/example/group_vars/cluster.yml", {"gateway_rooot": "/srv/gateway"})
+    add(site / "inventories/example/group_vars/cluster.yml",
+        {"gateway_rooot": "/srv/gateway", "_common_jupyterhub_hub_prot": 8082})
     run = run_site(site)
     return run.returncode, run.stdout + run.stderr
 
@@ -86,6 +87,14 @@ def test_a_misspelt_setting_in_the_inventorys_group_vars_is_refused(bad_site):
     assert (f"gateway_rooot (set in inventories/example/group_vars/cluster.yml, for {LOGIN}) is declared by no "
             "role") in out
     assert "Did you mean gateway_root?" in out
+
+
+def test_a_misspelt_shared_value_is_refused_like_a_roles_setting(bad_site):
+    """_common_ is a declared prefix too (roles/_common, the values the roles share)."""
+    _, out = bad_site
+    assert (f"_common_jupyterhub_hub_prot (set in inventories/example/group_vars/cluster.yml, for {LOGIN}) is "
+            "declared by no role") in out
+    assert "Did you mean _common_jupyterhub_hub_port?" in out
 
 
 def test_a_setting_with_two_values_in_the_two_places_is_refused(bad_site):

@@ -15,7 +15,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
 # Which group of hosts runs each role (site.yml).
 GROUP_OF_ROLE = {"jupyterhub": "hub", "globus_auth": "hub", "nginx": "hub", "spawner": "hub", "tunnelbot": "hub",
-                 "gateway": "cluster", "apptainer_images": "cluster"}
+                 "gateway": "cluster", "apptainer_images": "cluster",
+                 # The values the roles share: a site sets the owning role's variable, never these.
+                 "_common": "no host"}
 # Inventories and the host_vars folder each one reads.
 INVENTORIES = {
     "example": (REPO / "inventories/example/hosts.yml", REPO / "host_vars"),

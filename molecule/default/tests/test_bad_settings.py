@@ -64,3 +64,36 @@ def test_bad_site_setting_fails_before_any_host_is_reached(run_playbook, extra, 
     assert run.returncode != 0
     assert named in run.output, run.output[-3000:]
     assert run.recap_hosts() == {"localhost"}, run.output[-3000:]
+
+
+# A role applied on its own (no site.yml, so no preflight) still checks its
+# settings before it changes anything: main runs validate.yml when this run
+# has not validated these settings on the host (roles/_common/vars/main.yml),
+# and the gateway role checks what the hub's play would have published.
+ALONE_CASES = [
+    pytest.param("jupyterhub", "hub", ["-e", '{"jupyterhub_cookie_max_age_days": 30}'],
+                 "jupyterhub_cookie_max_age_days", id="jupyterhub-cookie-age"),
+    pytest.param("gateway", "cluster", ["-e", '{"gateway_compute_from": []}'], "gateway_compute_from is empty",
+                 id="gateway-compute-from"),
+    # Good settings of its own, but no hub play ran: the hub's key, address,
+    # host keys and profiles are missing (the preflight's run would let them be empty).
+    pytest.param("gateway", "cluster", [], "gateway_hub_public_key must be one OpenSSH public key line",
+                 id="gateway-without-the-hub"),
+]
+
+
+@pytest.mark.parametrize("role, group, extra, named", ALONE_CASES)
+def test_a_role_applied_alone_checks_its_settings_before_any_change(run_playbook, tmp_path, role, group, extra, named):
+    playbook = tmp_path / "alone.yml"
+    playbook.write_text(
+        f"- name: The {role} role alone\n"
+        f"  hosts: {group}\n"
+        "  become: \"{{ inventory_hostname in groups['hub'] or (gateway_mode | default('root')) == 'root' }}\"\n"
+        "  roles:\n"
+        f"    - role: hpcgateway.jupyterhub.{role}\n"
+    )
+    run = run_playbook(playbook, *extra, timeout=300)
+    assert run.returncode != 0
+    assert named in run.output, run.output[-3000:]
+    for host in run.recap_hosts():
+        assert run.recap(host)["changed"] == 0, run.output[-3000:]

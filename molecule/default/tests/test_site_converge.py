@@ -12,6 +12,17 @@ from conftest import hub_steady
 pytestmark = [pytest.mark.xdist_group("playbooks"), pytest.mark.root_pass, pytest.mark.converges_site]
 
 HOSTS = ("hub.gateway.test", "login.cluster.test")
+# A task of each role's tasks/validate.yml that always runs. (tunnelbot's
+# runs again in its main: the cluster's tunnel key arrives after the preflight.)
+VALIDATE_TASKS = [
+    "gateway : Check gateway_mode",
+    "gateway : Look up gateway_user on the login node",
+    "apptainer_images : Check apptainer_images_list is not empty",
+    "jupyterhub : Check jupyterhub_public_url",
+    "globus_auth : Ask Globus Auth whether the client id and secret are right",
+    "spawner : Check spawner_job_name_prefix",
+    "nginx : Check nginx_server_name is a DNS name",
+]
 
 
 def while_the_hub_restarts(request, seconds=45):
@@ -53,6 +64,10 @@ def test_second_converge_and_check_change_nothing_and_keep_sessions(login, brows
     assert again.returncode == 0, again.output[-3000:]
     for host in HOSTS:
         assert again.recap(host)["changed"] == 0, changed_tasks(again.output)
+    # Each role's validate.yml ran once (in the preflight), not again in the
+    # role's main (nor in gateway's keys step): one of its tasks, once.
+    for task in VALIDATE_TASKS:
+        assert again.output.count(f"TASK [hpcgateway.jupyterhub.{task}]") == 1, task
 
     assert check.returncode == 0, check.output[-3000:]
     for host in HOSTS:
