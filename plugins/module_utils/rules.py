@@ -59,27 +59,38 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _mappings(items, name: str, shape: str, errors: list):
+    """(where, item) of each mapping of `items`; an error for each other item."""
+    for index, item in enumerate(items):
+        where = f"{name}[{index}]"
+        if isinstance(item, dict):
+            yield where, item
+        else:
+            errors.append(f"{where} must be a mapping {shape}.")
+
+
+def _name_and_label(where: str, item: dict, pattern, what: str, twice: str, seen: set, errors: list) -> None:
+    """A unique `name` matching `pattern`, a non-empty `label`."""
+    value = item.get("name")
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        errors.append(f"{where}.name must be {what} (got {_json(value)}).")
+    elif value in seen:
+        errors.append(f"{where}.name {_json(value)} {twice}.")
+    else:
+        seen.add(value)
+    if not isinstance(item.get("label"), str) or not item["label"]:
+        errors.append(f"{where}.label must be a non-empty string.")
+
+
 def image_errors(images, name: str = "images") -> list[str]:
     """What is wrong with an image catalogue (a non-empty list of {name,
     label, description}), each message naming the field; [] when right."""
     if not isinstance(images, list) or not images:
         return [f"{name} must be a non-empty list of {{name, label, description}}."]
-    errors = []
-    seen = set()
-    for index, image in enumerate(images):
-        where = f"{name}[{index}]"
-        if not isinstance(image, dict):
-            errors.append(f"{where} must be a mapping {{name, label, description}}.")
-            continue
-        value = image.get("name")
-        if not isinstance(value, str) or not IMAGE_NAME.fullmatch(value):
-            errors.append(f"{where}.name must be an image name {IMAGE_NAME_PATTERN} (got {_json(value)}).")
-        elif value in seen:
-            errors.append(f"{where}.name {_json(value)} is listed twice.")
-        else:
-            seen.add(value)
-        if not isinstance(image.get("label"), str) or not image["label"]:
-            errors.append(f"{where}.label must be a non-empty string.")
+    errors: list[str] = []
+    seen: set = set()
+    for where, image in _mappings(images, name, "{name, label, description}", errors):
+        _name_and_label(where, image, IMAGE_NAME, f"an image name {IMAGE_NAME_PATTERN}", "is listed twice", seen, errors)
         if not isinstance(image.get("description", ""), str):
             errors.append(f"{where}.description must be a string.")
     return errors
@@ -100,22 +111,11 @@ def profile_errors(profiles, images=None, name: str = "profiles", images_name: s
     known = None
     if isinstance(images, list):
         known = [image["name"] for image in images if isinstance(image, dict) and "name" in image]
-    errors = []
-    seen = set()
-    for index, profile in enumerate(profiles):
-        where = f"{name}[{index}]"
-        if not isinstance(profile, dict):
-            errors.append(f"{where} must be a mapping (name, label, partition, ...).")
-            continue
-        value = profile.get("name")
-        if not isinstance(value, str) or not NAME.fullmatch(value):
-            errors.append(f"{where}.name must be a word of letters, digits, '_', '.', '-' (got {_json(value)}).")
-        elif value in seen:
-            errors.append(f"{where}.name {_json(value)} is used by two profiles.")
-        else:
-            seen.add(value)
-        if not isinstance(profile.get("label"), str) or not profile["label"]:
-            errors.append(f"{where}.label must be a non-empty string.")
+    errors: list[str] = []
+    seen: set = set()
+    for where, profile in _mappings(profiles, name, "(name, label, partition, ...)", errors):
+        _name_and_label(where, profile, NAME, "a word of letters, digits, '_', '.', '-'", "is used by two profiles",
+                        seen, errors)
         value = profile.get("partition")
         if not isinstance(value, str) or not NAME.fullmatch(value):
             errors.append(f"{where}.partition must be a Slurm partition name (got {_json(value)}).")
