@@ -20,8 +20,9 @@ profile is the first one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from .rules import RESOURCES, profile_errors
 
 
 class OptionsError(ValueError):
@@ -40,9 +41,8 @@ class JobRequest:
 
 
 FIELDS = ("profile", "image", "minutes", "cpus", "memory_mb", "gpus")
-# The numeric options, the least a user may ask for, and how the form names them.
-RESOURCES = {"minutes": 1, "cpus": 1, "memory_mb": 1, "gpus": 0}
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# The numeric options (RESOURCES: each with the least a user may ask for) come
+# with the profile rules from hpcgw_hub.rules.
 
 
 def _whole_number(name: str, value, low: int, high: int) -> int:
@@ -61,40 +61,16 @@ def limits(profile: dict, field: str) -> tuple[int, int, int]:
 
 
 def check_profiles(profiles: list, images: list | None = None) -> None:
-    """Raise ValueError naming the first wrong field of the admin's profiles.
+    """Raise ValueError naming each wrong field of the admin's profiles.
 
-    The role checks the same with Ansible before the hub is configured; this
+    The rules are hpcgw_hub.rules.profile_errors, the very code the spawner
+    role checks spawner_profiles with before the hub is configured; this
     guards a hand-written config. With `images` (the catalogue, a list of
     {name, label, description}), every image a profile offers must be in it.
     """
-    known = None if images is None else {image.get("name") for image in images if isinstance(image, dict)}
-    if not isinstance(profiles, list) or not profiles:
-        raise ValueError("profiles must be a non-empty list")
-    names = set()
-    for index, profile in enumerate(profiles):
-        where = f"profiles[{index}]"
-        if not isinstance(profile, dict):
-            raise ValueError(f"{where} must be a mapping")
-        for key in ("name", "label", "partition"):
-            if not isinstance(profile.get(key), str) or not profile[key]:
-                raise ValueError(f"{where}.{key} must be a non-empty string")
-        if not NAME.match(profile["name"]) or profile["name"] in names:
-            raise ValueError(f"{where}.name must be a unique word of letters, digits, '_', '.', '-'")
-        names.add(profile["name"])
-        if not NAME.match(profile["partition"]):
-            raise ValueError(f"{where}.partition is not a Slurm partition name")
-        for field in RESOURCES:
-            least, default, most = limits(profile, field)
-            for key, value in ((f"max_{field}", most), (f"default_{field}", default)):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"{where}.{key} must be a whole number")
-            if not least <= default <= most:
-                raise ValueError(f"{where}.default_{field} must be between {least} and max_{field} ({most})")
-        offered = profile.get("images")
-        if not isinstance(offered, list) or not offered or not all(isinstance(i, str) and NAME.match(i) for i in offered):
-            raise ValueError(f"{where}.images must be a non-empty list of image names")
-        if known is not None and set(offered) - known:
-            raise ValueError(f"{where}.images names images not in the image list: {sorted(set(offered) - known)}")
+    errors = profile_errors(profiles, images)
+    if errors:
+        raise ValueError(" ".join(errors))
 
 
 def validate(user_options: dict, profiles: list) -> JobRequest:

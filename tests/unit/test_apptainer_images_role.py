@@ -12,6 +12,7 @@ with (or "passed"), so one ansible-playbook run checks them all.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,8 @@ def results(tmp_path_factory):
         "HOME": str(here), "LANG": "C.UTF-8",
         "ANSIBLE_LOCAL_TEMP": str(here / "tmp"), "ANSIBLE_REMOTE_TEMP": str(here / "tmp"),
         "ANSIBLE_CONFIG": str(here / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "false",
+        # The role's checks call the collection's plugins (hpcgateway.jupyterhub.image_name).
+        "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections")),
     }
     run = subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", str(here / "inventory.yml"), str(here / "site.yml")],

@@ -77,6 +77,8 @@ def test_the_tarball_holds_only_what_users_need(installed):
     assert not [name for name in names if "__pycache__" in name or "_cache" in name or name.endswith(".pyc")]
     for needed in ("playbooks/site.yml", "python/pyproject.toml", "python/hpcgw_hub/spawner.py", "docs/trust-model.md",
                    "changelogs/changelog.yaml", "plugins/action/site_settings.py", "README.md", "LICENSE",
+                   "plugins/module_utils/rules.py", "plugins/filter/rules.py", "plugins/test/rules.py",
+                   "python/hpcgw_hub/rules.py",
                    *(f"roles/{role}/meta/argument_specs.yml" for role in ROLES)):
         assert needed in names, needed
 
@@ -95,6 +97,8 @@ def test_the_hub_package_is_where_the_jupyterhub_role_copies_it_from(installed):
 
     assert files(source / "hpcgw_hub") == files(REPO / "python/hpcgw_hub")
     assert {"py.typed", "templates/form.html.j2"} <= set(files(source / "hpcgw_hub"))
+    # The rules the hub and the roles share: one file, which the hub package links to.
+    assert (source / "hpcgw_hub/rules.py").read_text() == (collection / "plugins/module_utils/rules.py").read_text()
 
 
 def test_the_site_playbook_is_found_by_its_collection_name(installed, runs):

@@ -96,14 +96,16 @@ def test_options_must_be_an_object():
         ({"max_gpus": True}, "profiles[1].max_gpus"),
         ({"images": []}, "profiles[1].images"),
         ({"images": ["../x"]}, "profiles[1].images"),
-        ({"images": ["nosuch"]}, "profiles[1].images names images not in the image list"),
+        ({"images": ["nosuch"]}, 'profiles[1].images[0] is "nosuch", not an image the cluster offers'),
+        ({"images": ["CUDA"]}, "profiles[1].images[0] must be an image name"),
+        ({"max_cpus": None}, "profiles[1].max_cpus must be a whole number of at least 1"),
     ],
 )
 def test_a_wrong_profile_is_named_by_its_field(change, field):
     profiles = [PROFILES[0], {**PROFILES[1], **change}]
     with pytest.raises(ValueError, match=re.escape(field)):
         check_profiles(profiles, IMAGES)
-    if "image list" not in field:  # the spawner checks its profiles alone (the role checks them against the images)
+    if "cluster offers" not in field:  # the spawner checks its profiles alone (the role checks them against the images)
         with pytest.raises(TraitError, match=re.escape(field)):
             GatewaySpawner(user=Mock(name="user"), profiles=profiles)
 

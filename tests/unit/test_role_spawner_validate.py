@@ -79,7 +79,9 @@ def test_a_wrong_profile_field_is_named(tmp_path, change, message):
 @pytest.mark.parametrize(
     "images, message",
     [
-        ([{"name": "../x", "label": "X"}], "spawner_images[0].name must be a word"),
+        ([{"name": "../x", "label": "X"}], "spawner_images[0].name must be an image name"),
+        # The cluster's rule (apptainer_images, the job wrapper): lower case.
+        ([{"name": "Notebook", "label": "X"}], "spawner_images[0].name must be an image name"),
         ([{"name": "notebook"}], "spawner_images[0].label must be a non-empty string"),
         ([{"name": "notebook", "label": "A"}, {"name": "notebook", "label": "B"}],
          'spawner_images[1].name "notebook" is listed twice'),

@@ -1,0 +1,183 @@
+# Copyright: HPC Gateway maintainers
+# Apache-2.0 (see LICENSE)
+"""The gateway's rules, defined once (Python 3.9+, standard library only).
+
+Two places run this one file:
+
+- the controller: the filter and test plugins of this collection
+  (plugins/filter/rules.py, plugins/test/rules.py) import it, so the roles'
+  checks (tasks/validate.yml) are these functions;
+- the hub: python/hpcgw_hub/rules.py is a symbolic link to this file, so the
+  hub package (hpcgw_hub.options, the spawner) carries it wherever the
+  package goes (the jupyterhub role copies python/ file by file, following
+  the link; `ansible-galaxy collection build` keeps the link).
+
+The cluster's job wrapper (roles/gateway/files/hpcgw-job) runs with
+`python3 -I` from the gateway's folder and imports nothing of the
+collection: its IMAGE_NAME is IMAGE_NAME_PATTERN below, which
+tests/unit/test_rules.py proves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+# A profile's name and its Slurm partition: a word safe in a file name and a shell.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+# An image's name: lower case, at most 64 characters (<root>/images/<name>.sif,
+# HPCGW_IMAGE). The hub, the apptainer_images role and the job wrapper hold to it.
+IMAGE_NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
+NAME = re.compile(NAME_PATTERN)
+IMAGE_NAME = re.compile(IMAGE_NAME_PATTERN)
+
+# The numeric fields of a profile and the least a user may ask for of each;
+# max_/default_ are needed for all but gpus (left out: 0).
+RESOURCES = {"minutes": 1, "cpus": 1, "memory_mb": 1, "gpus": 0}
+
+# OpenSSH public key types, the security-key (FIDO, sk-) ones included.
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+_SSH_KEY = "(?:" + "|".join(map(re.escape, SSH_KEY_TYPES)) + r") [A-Za-z0-9+/]+={0,3}"
+# "type base64 [comment]": one line, no options.
+SSH_PUBLIC_KEY = re.compile(_SSH_KEY + r"(?: [^\r\n]*)?")
+# "host type base64 [comment]": a known_hosts line.
+KNOWN_HOSTS_LINE = re.compile(r"[^\s#]\S* " + _SSH_KEY + r"(?: [^\r\n]*)?")
+# The host key facts (ssh_host_key_<type>_public), in the order they are pinned.
+HOST_KEY_FACTS = ("ed25519", "ecdsa", "rsa")
+
+
+def _json(value) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _whole(value) -> bool:
+    # bool is an int in Python; a YAML `true` is not a number of CPUs.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _mappings(items, name: str, shape: str, errors: list):
+    """(where, item) of each mapping of `items`; an error for each other item."""
+    for index, item in enumerate(items):
+        where = f"{name}[{index}]"
+        if isinstance(item, dict):
+            yield where, item
+        else:
+            errors.append(f"{where} must be a mapping {shape}.")
+
+
+def _name_and_label(where: str, item: dict, pattern, what: str, twice: str, seen: set, errors: list) -> None:
+    """A unique `name` matching `pattern`, a non-empty `label`."""
+    value = item.get("name")
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        errors.append(f"{where}.name must be {what} (got {_json(value)}).")
+    elif value in seen:
+        errors.append(f"{where}.name {_json(value)} {twice}.")
+    else:
+        seen.add(value)
+    if not isinstance(item.get("label"), str) or not item["label"]:
+        errors.append(f"{where}.label must be a non-empty string.")
+
+
+def image_errors(images, name: str = "images") -> list[str]:
+    """What is wrong with an image catalogue (a non-empty list of {name,
+    label, description}), each message naming the field; [] when right."""
+    if not isinstance(images, list) or not images:
+        return [f"{name} must be a non-empty list of {{name, label, description}}."]
+    errors: list[str] = []
+    seen: set = set()
+    for where, image in _mappings(images, name, "{name, label, description}", errors):
+        _name_and_label(where, image, IMAGE_NAME, f"an image name {IMAGE_NAME_PATTERN}", "is listed twice", seen, errors)
+        if not isinstance(image.get("description", ""), str):
+            errors.append(f"{where}.description must be a string.")
+    return errors
+
+
+def profile_errors(profiles, images=None, name: str = "profiles", images_name: str = "images") -> list[str]:
+    """What is wrong with the admin's profiles, each message naming the field
+    (`<name>[<index>].<field>`); [] when right.
+
+    A profile is {name, label, partition, default_/max_ minutes, cpus,
+    memory_mb, gpus (optional: 0), images}. With `images` (the catalogue,
+    called `images_name` in the messages), a profile may leave its images out
+    (it offers the whole catalogue) and may name only images of it; without,
+    it must name its images.
+    """
+    if not isinstance(profiles, list) or not profiles:
+        return [f"{name} must be a non-empty list of profiles (the first is the default)."]
+    known = None
+    if isinstance(images, list):
+        known = [image["name"] for image in images if isinstance(image, dict) and "name" in image]
+    errors: list[str] = []
+    seen: set = set()
+    for where, profile in _mappings(profiles, name, "(name, label, partition, ...)", errors):
+        _name_and_label(where, profile, NAME, "a word of letters, digits, '_', '.', '-'", "is used by two profiles",
+                        seen, errors)
+        value = profile.get("partition")
+        if not isinstance(value, str) or not NAME.fullmatch(value):
+            errors.append(f"{where}.partition must be a Slurm partition name (got {_json(value)}).")
+        for field, least in RESOURCES.items():
+            most = profile.get(f"max_{field}", None if least else 0)
+            default = profile.get(f"default_{field}", None if least else 0)
+            if not _whole(most) or most < least:
+                errors.append(f"{where}.max_{field} must be a whole number of at least {least} (got {_json(most)}).")
+            elif not _whole(default) or not least <= default <= most:
+                errors.append(f"{where}.default_{field} must be a whole number from {least} to max_{field} ({most}) "
+                              f"(got {_json(default)}).")
+        if "images" not in profile and known is not None:
+            continue
+        offered = profile.get("images")
+        if not isinstance(offered, list) or not offered:
+            errors.append(f"{where}.images must be a non-empty list of names from {images_name}"
+                          + (" (or left out: all of them)." if known is not None else "."))
+            continue
+        for position, image in enumerate(offered):
+            if not isinstance(image, str) or not IMAGE_NAME.fullmatch(image):
+                errors.append(f"{where}.images[{position}] must be an image name {IMAGE_NAME_PATTERN} "
+                              f"(got {_json(image)}).")
+            elif known is not None and image not in known:
+                errors.append(f"{where}.images[{position}] is {_json(image)}, not an image the cluster offers "
+                              f"({images_name}: {_json(known)}).")
+    return errors
+
+
+def is_ssh_public_key(line) -> bool:
+    """One OpenSSH public key line: "type base64 [comment]", no options."""
+    return isinstance(line, str) and SSH_PUBLIC_KEY.fullmatch(line) is not None
+
+
+def is_known_hosts_line(line) -> bool:
+    """One known_hosts line: "host type base64 [comment]"."""
+    return isinstance(line, str) and KNOWN_HOSTS_LINE.fullmatch(line) is not None
+
+
+def ssh_key_id(line) -> str:
+    """"type base64" of the first public key in `line` (an authorized_keys
+    line, options and all), '' when it holds none."""
+    found = re.search(r"(?:^|[\s,])(" + _SSH_KEY + r")(?=\s|$)", line) if isinstance(line, str) else None
+    return found.group(1) if found else ""
+
+
+def ssh_host_keys(facts) -> list[str]:
+    """"type base64" of each SSH host key in a host's facts (ansible_facts:
+    ssh_host_key_<ed25519|ecdsa|rsa>_public and its _keytype)."""
+    facts = facts if isinstance(facts, dict) else {}
+    keys = []
+    for kind in HOST_KEY_FACTS:
+        public, keytype = facts.get(f"ssh_host_key_{kind}_public"), facts.get(f"ssh_host_key_{kind}_public_keytype")
+        if public and keytype:
+            keys.append(f"{keytype} {public}")
+    return keys
+
+
+def known_hosts_name(host: str, port=22) -> str:
+    """The name ssh looks `host` up by in known_hosts: `[host]:port` off port 22."""
+    return str(host) if int(port) == 22 else f"[{host}]:{int(port)}"
+
+
+def known_hosts_lines(keys, host: str, port=22) -> list[str]:
+    """known_hosts lines pinning `keys` ("type base64" each) for host:port."""
+    return [f"{known_hosts_name(host, port)} {key}" for key in keys]
