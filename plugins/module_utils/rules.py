@@ -2,7 +2,7 @@
 # Apache-2.0 (see LICENSE)
 """The gateway's rules, defined once (Python 3.9+, standard library only).
 
-Two places run this one file:
+Three places run this one file:
 
 - the controller: the filter and test plugins of this collection
   (plugins/filter/rules.py, plugins/test/rules.py) import it, so the roles'
@@ -10,12 +10,11 @@ Two places run this one file:
 - the hub: python/hpcgw_hub/rules.py is a symbolic link to this file, so the
   hub package (hpcgw_hub.options, the spawner) carries it wherever the
   package goes (the jupyterhub role copies python/ file by file, following
-  the link; `ansible-galaxy collection build` keeps the link).
-
-The cluster's job wrapper (roles/gateway/files/hpcgw-job) runs with
-`python3 -I` from the gateway's folder and imports nothing of the
-collection: its IMAGE_NAME is IMAGE_NAME_PATTERN below, which
-tests/unit/test_rules.py proves.
+  the link; `ansible-galaxy collection build` keeps the link);
+- the cluster: the gate and the job wrapper (roles/gateway/files/hpcgw-gate,
+  hpcgw-job, run with `python3 -I` from the gateway's bin/) import it as
+  hpcgw_rules.py, which the gateway role installs beside them
+  (roles/gateway/files/hpcgw_rules.py is a symbolic link to this file).
 """
 
 from __future__ import annotations

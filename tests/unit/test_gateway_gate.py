@@ -66,6 +66,8 @@ class Slurm:
         (self.root / "bin").mkdir(parents=True)
         (self.root / "etc").mkdir()
         shutil.copy(GATE, self.root / "bin" / "hpcgw-gate")
+        # The rules it imports from beside it, as the gateway role installs them.
+        shutil.copy(GATE.parent / "hpcgw_rules.py", self.root / "bin" / "hpcgw_rules.py")
         self.settings(job_name_prefix=PREFIX, profiles=PROFILES)
         (self.root / "etc" / "images.json").write_text(json.dumps(
             {"runtime": "/usr/bin/apptainer", "runtime_kind": "apptainer",

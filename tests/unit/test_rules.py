@@ -122,13 +122,23 @@ def test_the_image_name_rule(name, ok):
     assert (rules.IMAGE_NAME.fullmatch(name) is not None) is ok
 
 
-def test_the_cluster_scripts_hold_the_one_image_name_and_name_rule():
+def test_the_cluster_scripts_import_the_one_rule_file():
+    # The gate and the wrapper import hpcgw_rules from beside them: in the
+    # role, a link to module_utils/rules.py; on the cluster, its copy.
+    beside = REPO / "roles/gateway/files/hpcgw_rules.py"
+    assert beside.is_symlink() and beside.resolve() == (REPO / "plugins/module_utils/rules.py").resolve()
     job = load_script(REPO / "roles/gateway/files/hpcgw-job", "hpcgw_job_rules")
     gate = load_script(REPO / "roles/gateway/files/hpcgw-gate", "hpcgw_gate_rules")
     assert job.IMAGE_NAME.pattern == rules.IMAGE_NAME_PATTERN
-    assert gate.IMAGE_NAME.pattern == rules.IMAGE_NAME_PATTERN
-    assert gate.NAME.pattern == rules.NAME_PATTERN
+    assert gate.profile_errors.__module__ == "hpcgw_rules"
     assert gate.RESOURCES == rules.RESOURCES
+    # And no other copy of a rule's pattern anywhere in the shipped code.
+    for pattern in (rules.IMAGE_NAME_PATTERN, rules.NAME_PATTERN):
+        holders = [path for path in (*REPO.glob("roles/*/files/*"), *REPO.glob("roles/*/*/*.yml"),
+                                     *REPO.glob("python/hpcgw_hub/*.py"), *REPO.glob("plugins/*/*.py"))
+                   if not path.is_symlink() and path.is_file() and path.name != "rules.py"
+                   and pattern in path.read_text(errors="replace")]
+        assert holders == [], (pattern, holders)
 
 
 GATE_CASES = [

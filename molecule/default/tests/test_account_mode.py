@@ -84,7 +84,7 @@ def test_the_become_trap_is_wired_and_the_converge_never_became_anyone(request, 
 def test_every_path_of_the_gateway_is_the_accounts(cluster_host):
     foreign = cluster_host.check_output(f"find {ROOT} {HOME}/.ssh ! -user gateway -print")
     assert foreign == "", foreign
-    for path in (ROOT, f"{ROOT}/bin", f"{ROOT}/etc", f"{ROOT}/images", f"{ROOT}/bin/hpcgw-gate",
+    for path in (ROOT, f"{ROOT}/bin", f"{ROOT}/etc", f"{ROOT}/images", f"{ROOT}/bin/hpcgw-gate", f"{ROOT}/bin/hpcgw_rules.py",
                  f"{ROOT}/etc/gateway.json", f"{ROOT}/etc/images.json", f"{ROOT}/images/notebook.sif",
                  f"{HOME}/.ssh/authorized_keys"):
         item = cluster_host.file(path)

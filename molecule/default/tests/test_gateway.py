@@ -90,7 +90,8 @@ def test_a_listed_users_folder_is_made_before_the_first_notebook(host):
     assert (folder.user, folder.group, folder.mode) == ("gateway", "gateway", 0o700)
 
 
-@pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin/hpcgw-hop", f"{ROOT}/bin", f"{ROOT}/etc/gateway.json",
+@pytest.mark.parametrize("path", [GATE, JOB, f"{ROOT}/bin/hpcgw-hop", f"{ROOT}/bin/hpcgw_rules.py", f"{ROOT}/bin",
+                                  f"{ROOT}/etc/gateway.json",
                                   f"{ROOT}/etc/hub_known_hosts", f"{ROOT}/etc/login_known_hosts",
                                   f"{ROOT}/etc/images.json", f"{ROOT}/images", f"{ROOT}/images/notebook.sif"])
 @pytest.mark.root_mode_only(reason="in account mode the account owns the gate, wrapper, settings and images: "
@@ -185,8 +186,8 @@ def verify_gate(host):
     host.run("rm -rf %s", VERIFY)
     host.check_output("install -d -m 0755 %s %s/bin %s/etc && install -d -o gateway -m 0700 %s/logs",
                       VERIFY, VERIFY, VERIFY, VERIFY)
-    host.check_output("install -m 0755 %s %s/bin/hpcgw-gate && install -m 0644 %s/etc/images.json %s/etc/",
-                      GATE, VERIFY, ROOT, VERIFY)
+    host.check_output("install -m 0755 %s %s/bin/hpcgw-gate && install -m 0644 %s/bin/hpcgw_rules.py %s/bin/"
+                      " && install -m 0644 %s/etc/images.json %s/etc/", GATE, VERIFY, ROOT, VERIFY, ROOT, VERIFY)
     host.check_output("printf '%%s' %s > %s/etc/gateway.json", json.dumps(settings), VERIFY)
     host.check_output("printf '#!/bin/sh\\nexec sleep 300\\n' > %s/bin/hpcgw-job && chmod 0755 %s/bin/hpcgw-job",
                       VERIFY, VERIFY)
