@@ -12,6 +12,8 @@ import yaml
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GROUP_OF_ROLE = {"jupyterhub": "hub", "globus_auth": "hub", "nginx": "hub", "spawner": "hub", "tunnelbot": "hub",
                  "gateway": "cluster", "apptainer_images": "cluster"}
+# _common (values only) comes with every role: on the hub and on the cluster.
+BOTH_GROUPS = {"_common"}
 
 
 def suites_of_the_testbed() -> dict[str, str]:
@@ -27,5 +29,11 @@ def test_a_role_claims_only_the_platform_its_test_bed_host_runs(role):
     assert platforms == [{"name": "Debian", "versions": [suites_of_the_testbed()[GROUP_OF_ROLE[role]]]}]
 
 
+def test_the_common_role_claims_both_hosts_platforms():
+    meta = yaml.safe_load((REPO / "roles/_common/meta/main.yml").read_text())
+    suites = suites_of_the_testbed()
+    assert meta["galaxy_info"]["platforms"] == [{"name": "Debian", "versions": sorted({suites["hub"], suites["cluster"]})}]
+
+
 def test_the_roles_are_all_placed():
-    assert set(GROUP_OF_ROLE) == {p.name for p in (REPO / "roles").iterdir() if p.is_dir()}
+    assert set(GROUP_OF_ROLE) | BOTH_GROUPS == {p.name for p in (REPO / "roles").iterdir() if p.is_dir()}
