@@ -1,5 +1,5 @@
 # Copyright: HPC Gateway maintainers
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# Apache-2.0 (see LICENSE)
 """sshd `from=` patterns as OpenSSH reads them (auth-options.c, match.c).
 
 A pattern list is what goes between the quotes of an authorized_keys
