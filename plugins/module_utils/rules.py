@@ -30,6 +30,18 @@ IMAGE_NAME_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
 NAME = re.compile(NAME_PATTERN)
 IMAGE_NAME = re.compile(IMAGE_NAME_PATTERN)
 
+# A profile's `groups`: hub group names (a Globus group's hub group is named by
+# its UUID, see hpcgw_hub.globus), at most 255 characters.
+GROUP_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,254}"
+GROUP = re.compile(GROUP_PATTERN)
+# A profile's Slurm words (sbatch --account, --qos, --reservation, and the
+# type in --gres=gpu:<type>:<n>); a constraint (--constraint) may also join
+# node features with & | , and [ ] and count them with *<n>. The gate passes
+# each as one argv word (no shell), from the cluster's own settings.
+SLURM_WORDS = ("account", "qos", "reservation", "gpu_type")
+CONSTRAINT_PATTERN = r"[A-Za-z0-9_.\[][A-Za-z0-9_.&|,*\[\]-]{0,254}"
+CONSTRAINT = re.compile(CONSTRAINT_PATTERN)
+
 # The numeric fields of a profile and the least a user may ask for of each;
 # max_/default_ are needed for all but gpus (left out: 0).
 RESOURCES = {"minutes": 1, "cpus": 1, "memory_mb": 1, "gpus": 0}
@@ -100,7 +112,9 @@ def profile_errors(profiles, images=None, name: str = "profiles", images_name: s
     (`<name>[<index>].<field>`); [] when right.
 
     A profile is {name, label, partition, default_/max_ minutes, cpus,
-    memory_mb, gpus (optional: 0), images}. With `images` (the catalogue,
+    memory_mb, gpus (optional: 0), images}, and optionally `groups` (the hub
+    groups whose members may see and use it; left out: everyone) and the
+    Slurm words account, qos, reservation, constraint, gpu_type. With `images` (the catalogue,
     called `images_name` in the messages), a profile may leave its images out
     (it offers the whole catalogue) and may name only images of it; without,
     it must name its images.
@@ -126,6 +140,7 @@ def profile_errors(profiles, images=None, name: str = "profiles", images_name: s
             elif not _whole(default) or not least <= default <= most:
                 errors.append(f"{where}.default_{field} must be a whole number from {least} to max_{field} ({most}) "
                               f"(got {_json(default)}).")
+        errors += _access_errors(where, profile)
         if "images" not in profile and known is not None:
             continue
         offered = profile.get("images")
@@ -140,6 +155,36 @@ def profile_errors(profiles, images=None, name: str = "profiles", images_name: s
             elif known is not None and image not in known:
                 errors.append(f"{where}.images[{position}] is {_json(image)}, not an image the cluster offers "
                               f"({images_name}: {_json(known)}).")
+    return errors
+
+
+def _access_errors(where: str, profile: dict) -> list[str]:
+    """Who may use a profile (`groups`) and its Slurm words (account, qos,
+    reservation, constraint, gpu_type), all optional."""
+    errors = []
+    if "groups" in profile:
+        groups = profile["groups"]
+        if not isinstance(groups, list) or not groups:
+            errors.append(f"{where}.groups must be a non-empty list of hub group names (or left out: everyone) "
+                          f"(got {_json(groups)}).")
+        else:
+            for position, group in enumerate(groups):
+                if not isinstance(group, str) or not GROUP.fullmatch(group):
+                    errors.append(f"{where}.groups[{position}] must be a hub group name {GROUP_PATTERN} "
+                                  f"(got {_json(group)}).")
+                elif group in groups[:position]:
+                    errors.append(f"{where}.groups[{position}] {_json(group)} is listed twice.")
+    for field in SLURM_WORDS:
+        value = profile.get(field)
+        if field in profile and (not isinstance(value, str) or not NAME.fullmatch(value) or len(value) > 255):
+            errors.append(f"{where}.{field} must be a Slurm {field.replace('_', ' ')} name {NAME_PATTERN} "
+                          f"(got {_json(value)}).")
+    value = profile.get("constraint")
+    if "constraint" in profile and (not isinstance(value, str) or not CONSTRAINT.fullmatch(value)):
+        errors.append(f"{where}.constraint must be a Slurm constraint (node features joined by & | , [ ] *<n>: "
+                      f"{CONSTRAINT_PATTERN}) (got {_json(value)}).")
+    if "gpu_type" in profile and not (_whole(profile.get("max_gpus", 0)) and profile.get("max_gpus", 0) > 0):
+        errors.append(f"{where}.gpu_type needs max_gpus of at least 1 (a GPU type for a profile without GPUs).")
     return errors
 
 

@@ -22,6 +22,14 @@ What differs from the stock GlobusOAuthenticator, each for safety:
 4. Tokens of refused logins (no allowed group, other identity provider, an
    error on the way) are revoked at once (stock leaves them live).
 5. Logout ends the person's sessions everywhere (`GatewayLogoutHandler`).
+
+With ``manage_groups`` on, a person's hub groups are their Globus groups,
+set at every login (JupyterHub creates a group the first time one of its
+members logs in, and drops the person from the hub groups they are no longer
+in). A Globus group's hub group is named by its UUID, which no one else can
+take (Globus group names are not unique: anyone can make a group called
+"gpu-users"), unless `hub_group_names` gives it a name. A spawner profile's
+``groups`` names these hub groups.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import urllib.parse
 
 from jupyterhub import orm
 from oauthenticator.globus import GlobusLogoutHandler, GlobusOAuthenticator
-from traitlets import Bool, List, Unicode, default
+from traitlets import Bool, Dict, List, Unicode, default
 
 IDENTITY_SCOPES = ["openid", "profile", "email"]
 GROUPS_SCOPE = "urn:globus:auth:scope:groups.api.globus.org:view_my_groups_and_memberships"
@@ -107,6 +115,23 @@ class GatewayGlobusOAuthenticator(GlobusOAuthenticator):
         config=True,
         help="Resource servers whose tokens go to notebooks when pass_tokens_to_notebooks is on.",
     )
+
+    hub_group_names = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="""Hub group names of Globus groups (UUID -> name), with manage_groups.
+
+        A Globus group not listed here becomes the hub group named by its
+        UUID. Only Globus groups the person is in count: a name given here
+        is never taken from Globus.
+        """,
+    )
+
+    async def get_user_groups(self, auth_state: dict):
+        """The hub groups of a login (manage_groups): one per Globus group
+        the person is in, named by its UUID or by `hub_group_names`."""
+        return {self.hub_group_names.get(uuid, uuid) for uuid in auth_state.get("globus_groups") or []}
 
     @default("scope")
     def _scope_default(self):

@@ -16,6 +16,13 @@ A profile (role variable ``spawner_profiles``, one dict each) is::
 A user may ask for any whole number from 1 (GPUs: 0) up to the profile's
 maximum; what they do not choose is the profile's default, and a missing
 profile is the first one.
+
+A profile with ``"groups": [...]`` (hub group names) is seen and used only by
+members of one of them (`usable`); with the user's groups given, `validate`
+refuses the others, and a missing profile is the first one the user may use.
+Its Slurm words (account, qos, reservation, constraint, gpu_type) never pass
+through the hub: the gate reads them from the cluster's own copy of the
+profiles.
 """
 
 from __future__ import annotations
@@ -73,11 +80,26 @@ def check_profiles(profiles: list, images: list | None = None) -> None:
         raise ValueError(" ".join(errors))
 
 
-def validate(user_options: dict, profiles: list) -> JobRequest:
+def may_use(profile: dict, groups) -> bool:
+    """True if a member of hub groups `groups` may see and use `profile`."""
+    return "groups" not in profile or bool(set(profile["groups"]) & set(groups))
+
+
+def usable(profiles: list, groups) -> list:
+    """The profiles a member of hub groups `groups` may see and use, in order."""
+    return [profile for profile in profiles if may_use(profile, groups)]
+
+
+NO_PROFILE = ("no notebook profile is open to you: each is for members of certain groups. "
+              "Ask the gateway's administrators to add you to a group, then log in again.")
+
+
+def validate(user_options: dict, profiles: list, groups=None) -> JobRequest:
     """Return the job to submit, or raise OptionsError naming the bad option.
 
     `profiles` are the admin's profiles (see the module's help); the first one
-    is the default.
+    is the default. With `groups` (the user's hub group names), only the
+    profiles they may use (`usable`) count, the first of them the default.
     """
     if not isinstance(user_options, dict):
         raise OptionsError("spawn options must be a JSON object")
@@ -85,6 +107,16 @@ def validate(user_options: dict, profiles: list) -> JobRequest:
     if unknown:
         raise OptionsError(
             f"unknown spawn option(s): {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
+    if groups is not None:
+        allowed = usable(profiles, groups)
+        if not allowed:
+            raise OptionsError(NO_PROFILE)
+        name = user_options.get("profile", allowed[0]["name"])
+        hidden = {profile["name"] for profile in profiles} - {profile["name"] for profile in allowed}
+        if isinstance(name, str) and name in hidden:
+            raise OptionsError(f"profile {name!r} is not open to you (it is for members of certain groups); "
+                               f"choose one of {', '.join(profile['name'] for profile in allowed)}")
+        profiles = allowed
     by_name = {profile["name"]: profile for profile in profiles}
     name = user_options.get("profile", profiles[0]["name"])
     if not isinstance(name, str) or name not in by_name:

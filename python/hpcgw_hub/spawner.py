@@ -42,7 +42,7 @@ from traitlets import validate as validate_trait
 
 from .gate import Gate
 from .form import render
-from .options import OptionsError, check_profiles, from_form, remembered, validate
+from .options import NO_PROFILE, OptionsError, check_profiles, from_form, remembered, usable, validate
 
 PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
 RUNNING = {"RUNNING"}
@@ -184,20 +184,32 @@ class GatewaySpawner(BatchSpawnerBase):
         return self._gates[key]
 
     # -- spawn options -----------------------------------------------------
+    def user_groups(self):
+        """The user's hub group names, or None when no profile names `groups`
+        (every profile is everyone's: nothing to look up)."""
+        if not any("groups" in profile for profile in self.profiles):
+            return None
+        return sorted(group.name for group in self.user.groups)
+
     def profile_form(self) -> str:
         """The spawn form, prefilled with the user's last options where still allowed.
 
         JupyterHub keeps the last options of each server in its database
         (orm Spawner.user_options, set on every spawn request that carries
-        options) and hands them to a new spawner as `user_options`.
+        options) and hands them to a new spawner as `user_options`. Only the
+        profiles the user may use (their hub groups) are on it.
         """
-        return render(self.profiles, self.images, remembered(self.user_options, self.profiles))
+        groups = self.user_groups()
+        profiles = self.profiles if groups is None else usable(self.profiles, groups)
+        if not profiles:
+            return f'<p class="alert alert-warning" id="hpcgw-no-profile">{NO_PROFILE[0].upper()}{NO_PROFILE[1:]}</p>'
+        return render(profiles, self.images, remembered(self.user_options, profiles))
 
     def options_from_form(self, formdata):
         """The form's fields as typed options, checked as the REST API's are."""
         try:
             options = from_form(formdata)
-            validate(options, self.profiles)
+            validate(options, self.profiles, self.user_groups())
         except OptionsError as error:
             raise refused(error) from None
         return options
@@ -205,14 +217,14 @@ class GatewaySpawner(BatchSpawnerBase):
     def check_user_options(self, options):
         """Refuse options before JupyterHub stores them (`hpcgw_hub.spawnapi`)."""
         try:
-            validate(options, self.profiles)
+            validate(options, self.profiles, self.user_groups())
         except OptionsError as error:
             raise refused(error) from None
 
     def job_request(self):
         """The job the user's options ask for; the same check for the form and the REST API."""
         try:
-            return validate(self.user_options or {}, self.profiles)
+            return validate(self.user_options or {}, self.profiles, self.user_groups())
         except OptionsError as error:
             raise refused(error) from None
 

@@ -207,3 +207,21 @@ def test_logout_is_the_gateways():
 
     handlers = dict(GatewayGlobusOAuthenticator().get_handlers(None))
     assert handlers["/logout"] is GatewayLogoutHandler
+
+
+# -- Globus groups become hub groups (manage_groups) ----------------------------
+def test_globus_groups_become_hub_groups_named_by_uuid_or_by_the_sites_name(standin):
+    """With manage_groups, a login carries the person's Globus groups as hub
+    groups (JupyterHub makes and syncs them): named by UUID, or by
+    hub_group_names; a person in no group gets none."""
+    users, admins = standin.groups["gateway-users"], standin.groups["gateway-admins"]
+    authenticator = gateway(standin, manage_groups=True, hub_group_names={admins: "gateway-admins"},
+                            allowed_users={"carol"})
+    alice = asyncio.run(hub_login(standin, authenticator, "alice@uchicago.edu"))
+    bob = asyncio.run(hub_login(standin, authenticator, "bob@uchicago.edu"))
+    carol = asyncio.run(hub_login(standin, authenticator, "carol@uchicago.edu"))
+    assert alice["groups"] == sorted([users, "gateway-admins"])
+    assert bob["groups"] == [users]
+    assert carol["groups"] == []
+    # Without manage_groups (the default) the login sets no hub groups.
+    assert "groups" not in asyncio.run(hub_login(standin, gateway(standin), "bob@uchicago.edu"))

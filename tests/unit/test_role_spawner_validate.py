@@ -28,8 +28,11 @@ GOOD = {
     "spawner_cluster_host_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBase64"],
     "spawner_images": [{"name": "notebook", "label": "Notebook", "description": "JupyterLab"},
                        {"name": "cuda", "label": "CUDA"}],
+    # The gpu profile has every optional field (groups and the Slurm words).
     "spawner_profiles": [PROFILE, {**PROFILE, "name": "gpu", "partition": "gpu", "max_gpus": 2, "default_gpus": 1,
-                                   "images": ["cuda", "notebook"]}],
+                                   "images": ["cuda", "notebook"], "groups": ["gpu-users"], "account": "proj1",
+                                   "qos": "gpu", "reservation": "course", "constraint": "a100&ib",
+                                   "gpu_type": "a100"}],
 }
 ANSIBLE = shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) or shutil.which("ansible-playbook")
 pytestmark = pytest.mark.skipif(ANSIBLE is None, reason="ansible-playbook not installed")
@@ -67,6 +70,8 @@ def test_good_profiles_pass(tmp_path):
         ({"images": ["notebook", "nosuch"]}, 'spawner_profiles[1].images[1] is "nosuch", not an image the cluster offers'),
         ({"max_minutes": None}, "spawner_profiles[1].max_minutes must be a whole number of at least 1 (got null)"),
         ({"gpu": 1}, "spawner_profiles.gpu. Supported parameters include"),  # the argument spec's wording
+        ({"constraint": "a100 && rm -rf"}, "spawner_profiles[1].constraint must be a Slurm constraint"),
+        ({"groups": []}, "spawner_profiles[1].groups must be a non-empty list of hub group names"),
     ],
 )
 def test_a_wrong_profile_field_is_named(tmp_path, change, message):

@@ -79,6 +79,39 @@ def test_a_wrong_profile_field_is_named(change, message):
     assert any(message in error for error in errors), errors
 
 
+ACCESS = {"groups": ["gpu-users", "179945b4-0890-4657-92d5-e3aaf4b7586f"], "account": "proj-1", "qos": "gpu.high",
+          "reservation": "course_2026", "constraint": "[rack1|rack2]&a100,ib*2", "gpu_type": "a100"}
+
+
+def test_groups_and_slurm_words_are_optional_and_checked():
+    assert rules.profile_errors([PROFILE, {**GPU, **ACCESS}], IMAGES) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"groups": []}, "profiles[1].groups must be a non-empty list of hub group names (or left out: everyone)"),
+    ({"groups": "gpu-users"}, "profiles[1].groups must be a non-empty list of hub group names"),
+    ({"groups": ["gpu users"]}, "profiles[1].groups[0] must be a hub group name"),
+    ({"groups": ["ok", 7]}, "profiles[1].groups[1] must be a hub group name"),
+    ({"groups": ["ok", "ok"]}, 'profiles[1].groups[1] "ok" is listed twice.'),
+    ({"account": "proj;id"}, 'profiles[1].account must be a Slurm account name [A-Za-z0-9][A-Za-z0-9_.-]* '
+                             '(got "proj;id").'),
+    ({"account": ""}, "profiles[1].account must be a Slurm account name"),
+    ({"qos": "--uid=0"}, "profiles[1].qos must be a Slurm qos name"),
+    ({"qos": 3}, "profiles[1].qos must be a Slurm qos name"),
+    ({"reservation": "r 1"}, "profiles[1].reservation must be a Slurm reservation name"),
+    ({"gpu_type": "a100:2"}, "profiles[1].gpu_type must be a Slurm gpu type name"),
+    ({"constraint": "a100 ib"}, "profiles[1].constraint must be a Slurm constraint"),
+    ({"constraint": "a100;id"}, "profiles[1].constraint must be a Slurm constraint"),
+    ({"constraint": "$(id)"}, "profiles[1].constraint must be a Slurm constraint"),
+    ({"constraint": "&a100"}, "profiles[1].constraint must be a Slurm constraint"),
+    ({"constraint": "a\n"}, "profiles[1].constraint must be a Slurm constraint"),
+    ({"max_gpus": 0, "default_gpus": 0, "gpu_type": "a100"}, "profiles[1].gpu_type needs max_gpus of at least 1"),
+])
+def test_a_wrong_group_or_slurm_word_is_named(change, message):
+    errors = rules.profile_errors([PROFILE, {**GPU, **ACCESS, **change}], IMAGES)
+    assert any(error.startswith(message) for error in errors), errors
+
+
 def test_without_a_catalogue_a_profile_must_name_its_images():
     bare = {k: v for k, v in PROFILE.items() if k != "images"}
     assert rules.profile_errors([bare]) == ["profiles[0].images must be a non-empty list of names from images."]

@@ -125,7 +125,10 @@ def test_the_wrapper_settings(host):
         ("compute", "compute", 480, ["notebook", "notebook-marked"]),
         ("short", "short", 60, ["notebook", "notebook-marked"]),
         ("private", "private", 60, ["notebook"]),
+        ("members", "compute", 60, ["notebook"]),
     ]
+    # Who may use it, and the Slurm words the gate sets (test_groups.py).
+    assert (profiles[3]["groups"], profiles[3]["constraint"]) == (["members"], "hpcgw-members")
 
 
 def test_the_pinned_host_keys_are_the_hubs(host, hub_host):
