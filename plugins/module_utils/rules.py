@@ -210,12 +210,14 @@ _LOG_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def is_secret_env(name: str, value) -> bool:
     """Whether a JUPYTERHUB_*/HPCGW_* value is one to redact by value: named
-    like a secret, or shaped like a token (long, no spaces, not a URL/path)."""
+    like a secret, or shaped like a token (16+ letters, digits and _~+=-,
+    both letters and digits among them; not a URL, path or name)."""
     if not isinstance(value, str) or len(value) < SECRET_VALUE_MIN:
         return False
     if re.search(r"TOKEN|SECRET|KEY|PASSWORD|COOKIE", name.upper()):
         return True
-    return re.fullmatch(r"[A-Za-z0-9_~+=-]{16,}", value) is not None
+    return (re.fullmatch(r"[A-Za-z0-9_~+=-]{16,}", value) is not None
+            and re.search(r"[0-9]", value) is not None and re.search(r"[A-Za-z]", value) is not None)
 
 
 def redact(text: str, values=()) -> str:
