@@ -40,11 +40,10 @@ def folder(user: str) -> str:
 
 
 def as_gateway(cluster_host, path: str, text: str) -> None:
-    """Write a file in the gateway account's tree, owned by the account."""
+    """Write a file in the gateway account's tree as the account (its folders too)."""
     data = base64.b64encode(text.encode()).decode()
-    done = cluster_host.run(
-        f"install -d -o gateway -g gateway -m 0700 {path.rsplit('/', 1)[0]} && "
-        f"echo {data} | base64 -d > {path} && chown gateway:gateway {path}")
+    folder = path.rsplit("/", 1)[0]
+    done = cluster_host.run(f"echo {data} | runuser -u gateway -- sh -c 'mkdir -p -m 0700 {folder} && base64 -d > {path}'")
     assert done.rc == 0, done.stderr
 
 
@@ -104,6 +103,9 @@ def attempt(f):
         return f()
     except OSError as e:
         return errno.errorcode.get(e.errno, str(e.errno))
+def holds(p):
+    data = attempt(lambda: p.read_bytes() if p.is_file() else b'')
+    return isinstance(data, bytes) and MARKER.encode() in data
 logs = pathlib.Path('/hpcgw-logs')
 json.dumps({
     'listing': attempt(lambda: sorted(os.listdir(logs))),
@@ -113,7 +115,7 @@ json.dumps({
     'peer_old': attempt(lambda: open(PEER_OLD).read()),
     'logs_root': attempt(lambda: os.listdir(LOGS_ROOT)),
     'found': [str(p) for top in ('/hpcgw-logs', '/home', '/tmp', '/mnt', '/srv', '/datasets')
-              for p in pathlib.Path(top).rglob('*') if p.is_file() and MARKER in attempt(lambda: p.read_text())],
+              for p in pathlib.Path(top).rglob('*') if holds(p)],
 })
 """
 
@@ -147,7 +149,7 @@ def test_a_user_over_the_storage_cap_is_told_so_and_keeps_their_files(hub_user, 
     as_gateway(cluster_host, f"{home}/thesis/chapter1.txt", words)
     big = f"{home}/thesis/simulation.dat"
     # 11 GiB as the cap counts it (a sparse file counts in full), no disk used.
-    assert cluster_host.run(f"truncate -s 11G {big} && chown gateway:gateway {big}").rc == 0
+    assert cluster_host.run(f"runuser -u gateway -- truncate -s 11G {big}").rc == 0
     jobs_before = set(slurm_jobs(cluster_host))
     try:
         status, message = spawn_failure(leo)
