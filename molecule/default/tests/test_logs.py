@@ -79,19 +79,19 @@ sys.exit(3)
 
 
 def test_a_failed_start_shows_the_end_of_its_log_without_secrets(hub_user, cluster_host):
-    ivan = hub_user("ivan@uchicago.edu")
+    frank = hub_user("frank@uchicago.edu")  # his own ~/.jupyter config, removed after
     marker, password = uuid.uuid4().hex[:12], "pw-" + uuid.uuid4().hex
-    config = f"{folder('ivan')}/.jupyter/jupyter_server_config.py"
+    config = f"{folder('frank')}/.jupyter/jupyter_server_config.py"
     as_gateway(cluster_host, config, SECRET_PRINTING_CONFIG.replace("MARKER", marker).replace("PASSWORD", password))
     try:
-        status, message = spawn_failure(ivan)
+        status, message = spawn_failure(frank)
         assert "ended before the notebook started" in message, message
         assert f"hpcgw-test marker {marker}" in message, message  # the log's tail is shown
         assert "the notebook exited 3 before it listened" in message, message
         assert "token in the open: [redacted]" in message and "password=[redacted]" in message, message
         assert password not in message
         assert not re.search(r"[0-9a-f]{32}", message), message  # no API token (32 hex digits)
-        assert ivan.server() is None
+        assert frank.server() is None
     finally:
         cluster_host.run(f"rm -f {config}")
 
@@ -121,45 +121,45 @@ json.dumps({
 
 
 def test_a_notebook_reads_its_own_logs_and_no_one_elses(hub_user, cluster_host, testbed, public_ca_bundle):
-    judy = hub_user("judy@uchicago.edu")
+    grace = hub_user("grace@uchicago.edu")
     peer, marker = user_id("kim"), uuid.uuid4().hex
     # Another user's logs, in both layouts (the new folders, and the old flat names).
     as_gateway(cluster_host, f"{GATEWAY_ROOT}/logs/{peer}/991.log", f"kim's log {marker}\n")
     as_gateway(cluster_host, f"{GATEWAY_ROOT}/logs/{peer}.992.log", f"kim's old log {marker}\n")
     try:
-        assert judy.start(options={"image": "notebook"}).status_code in (201, 202)
-        job = job_of(cluster_host, "judy")
+        assert grace.start(options={"image": "notebook"}).status_code in (201, 202)
+        job = job_of(cluster_host, "grace")
         code = (f"PEER_NEW = {GATEWAY_ROOT + '/logs/' + peer!r}\nPEER_OLD = {GATEWAY_ROOT + f'/logs/{peer}.992.log'!r}\n"
                 f"LOGS_ROOT = {GATEWAY_ROOT + '/logs'!r}\nMARKER = {marker!r}\n" + OWN_LOGS)
-        seen = json.loads(ast.literal_eval(run_in_kernel(testbed, public_ca_bundle, "judy", judy.token(), code)))
+        seen = json.loads(ast.literal_eval(run_in_kernel(testbed, public_ca_bundle, "grace", grace.token(), code)))
         assert f"{job}.log" in seen["listing"], seen
         assert all(name.removesuffix(".log").isdigit() for name in seen["listing"]), seen
-        assert f"hpcgw-job: user {user_id('judy')}, job {job}" in seen["own"], seen
+        assert f"hpcgw-job: user {user_id('grace')}, job {job}" in seen["own"], seen
         assert seen["write"] == "EROFS", seen
         assert seen["peer_new"] == "ENOENT" and seen["peer_old"] == "ENOENT" and seen["logs_root"] == "ENOENT", seen
         assert seen["found"] == [], seen
     finally:
-        judy.stop()
+        grace.stop()
         cluster_host.run(f"rm -rf {GATEWAY_ROOT}/logs/{peer} {GATEWAY_ROOT}/logs/{peer}.992.log")
 
 
 def test_a_user_over_the_storage_cap_is_told_so_and_keeps_their_files(hub_user, cluster_host):
-    leo = hub_user("leo@uchicago.edu")
-    home, words = folder("leo"), uuid.uuid4().hex
+    erin = hub_user("erin@uchicago.edu")
+    home, words = folder("erin"), uuid.uuid4().hex
     as_gateway(cluster_host, f"{home}/thesis/chapter1.txt", words)
     big = f"{home}/thesis/simulation.dat"
     # 11 GiB as the cap counts it (a sparse file counts in full), no disk used.
     assert cluster_host.run(f"runuser -u gateway -- truncate -s 11G {big}").rc == 0
     jobs_before = set(slurm_jobs(cluster_host))
     try:
-        status, message = spawn_failure(leo)
+        status, message = spawn_failure(erin)
         assert status == 403, (status, message)
         assert "your files use 11.0 GiB of the 10.0 GiB each user may keep" in message, message
         assert "at least 1.0 GiB" in message, message
         assert not [job for job, (name, _, _) in slurm_jobs(cluster_host).items()
-                    if job not in jobs_before and name == f"{PREFIX}-{user_id('leo')}"]
+                    if job not in jobs_before and name == f"{PREFIX}-{user_id('erin')}"]
         assert cluster_host.check_output(f"cat {home}/thesis/chapter1.txt") == words
         assert cluster_host.check_output(f"stat -c %s {big}") == str(11 * 1024 ** 3)
-        assert leo.server() is None
+        assert erin.server() is None
     finally:
         cluster_host.run(f"rm -f {big}")
