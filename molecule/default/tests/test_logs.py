@@ -54,6 +54,8 @@ def spawn_failure(user, options: dict | None = None, timeout: float = 120) -> tu
     reply = user.api("POST", f"/users/{user.name}/server", json=options or {})
     if reply.status_code >= 400:
         return reply.status_code, reply.json().get("message", "")
+    if reply.status_code in (200, 201):  # it started: stop it, leave nothing behind
+        user.stop()
     assert reply.status_code == 202, reply.text
     stream = user.api("GET", f"/users/{user.name}/server/progress", stream=True)
     deadline = time.monotonic() + timeout
