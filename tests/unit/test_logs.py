@@ -319,3 +319,31 @@ def test_other_gate_refusals_stay_generic(new_spawner, hub_db):
     with pytest.raises(web.HTTPError) as failed:
         run(new_spawner(gate).start())
     assert failed.value.status_code == 503 and "image" not in str(failed.value)
+
+
+def test_the_hubs_gate_asks_only_for_a_user_id_and_a_job_id(monkeypatch):
+    from hpcgw_hub.gate import Gate
+
+    sent = []
+
+    async def call(self, *command, stdin=None):
+        sent.append(command)
+        return GateResult(0, "tail\n", "")
+
+    monkeypatch.setattr(Gate, "call", call)
+    gate = Gate(host="login", user="gateway", key="/k", known_hosts="/kh")
+    assert run(gate.log(UID, "42")).stdout == "tail\n"
+    assert sent == [("log", UID, "42")]
+    for user, job in ((UID, "4 2"), (UID, "x"), ("u-../../etc", "1"), (f"{UID};id", "1"), (UID.upper(), "1")):
+        with pytest.raises(ValueError):
+            run(gate.log(user, job))
+    assert len(sent) == 1
+
+
+def test_a_log_the_cluster_cannot_give_leaves_the_message_as_it_was(new_spawner, hub_db):
+    gate = ScriptedGate(status=["GONE"], log=[Fail("ssh: connect to host login port 22: Connection refused", 255)])
+    spawner = new_spawner(gate)
+    with pytest.raises(web.HTTPError) as failed:
+        run(spawner.start())
+    assert failed.value.status_code == 500
+    assert failed.value.jupyterhub_message.endswith(f"{spawner.user_id}/77.log).")
