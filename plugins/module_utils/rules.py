@@ -225,3 +225,82 @@ def known_hosts_name(host: str, port=22) -> str:
 def known_hosts_lines(keys, host: str, port=22) -> list[str]:
     """known_hosts lines pinning `keys` ("type base64" each) for host:port."""
     return [f"{known_hosts_name(host, port)} {key}" for key in keys]
+
+
+# -- a job log's tail, as a user may see it (the gate's `log`, the hub's
+# message on a failed start). Bounded and with secrets redacted, here once
+# for both: the gate redacts by pattern (it knows no job's values), the hub
+# again by pattern and by the values it gave the job.
+LOG_TAIL_LINES = 30
+LOG_TAIL_BYTES = 4096
+LOG_LINE_CHARS = 300
+# What the gate reads of the file's end at most.
+LOG_READ_BYTES = 64 * 1024
+REDACTED = "[redacted]"
+# Values shorter than this are never redacted by value (a user name, a port).
+SECRET_VALUE_MIN = 8
+_TOKEN_CHARS = r"[A-Za-z0-9._~+/=%-]"
+SECRET_PATTERNS = (
+    # An HTTP Authorization header, with or without its scheme word.
+    re.compile(r"(?i)(\bauthorization\b[\"']?\s*[:=]\s*[\"']?)(?:(?:token|bearer|basic)\s+)?" + _TOKEN_CHARS + "+"),
+    # token=..., secret: ..., password ..., api_key=... (a URL's ?token= too).
+    re.compile(r"(?i)(\b(?:[a-z0-9_]*_)?(?:token|secret|password|passwd|api[_-]?key)[a-z0-9_]*\b[\"']?(?:\s*[:=]\s*[\"']?|\s+))"
+               + _TOKEN_CHARS + "{8,}"),
+    # What looks like a token anywhere: 32+ hex digits, or 40+ url-safe base64.
+    re.compile(r"()(?<![A-Za-z0-9])[0-9A-Fa-f]{32,}(?![A-Za-z0-9])"),
+    re.compile(r"()(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{40,}={0,2}(?![A-Za-z0-9_-])"),
+)
+_LOG_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def is_secret_env(name: str, value) -> bool:
+    """Whether a JUPYTERHUB_*/HPCGW_* value is one to redact by value: named
+    like a secret, or shaped like a token (16+ letters, digits and _~+=-,
+    both letters and digits among them; not a URL, path or name)."""
+    if not isinstance(value, str) or len(value) < SECRET_VALUE_MIN:
+        return False
+    if re.search(r"TOKEN|SECRET|KEY|PASSWORD|COOKIE", name.upper()):
+        return True
+    return (re.fullmatch(r"[A-Za-z0-9_~+=-]{16,}", value) is not None
+            and re.search(r"[0-9]", value) is not None and re.search(r"[A-Za-z]", value) is not None)
+
+
+def redact(text: str, values=()) -> str:
+    """`text` with every secret replaced by REDACTED: each of `values` (those
+    of SECRET_VALUE_MIN characters or more, also URL-quoted), then whatever
+    SECRET_PATTERNS find."""
+    from urllib.parse import quote
+
+    for value in sorted({v for v in values if isinstance(v, str) and len(v) >= SECRET_VALUE_MIN},
+                        key=len, reverse=True):
+        for form in {value, quote(value, safe="")}:
+            text = text.replace(form, REDACTED)
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def log_tail(data: bytes, lines: int = LOG_TAIL_LINES, size: int = LOG_TAIL_BYTES, values=()) -> str:
+    """The last `lines` lines of a log's bytes, redacted (see redact), control
+    characters escaped, each line cut at LOG_LINE_CHARS, and the whole at most
+    `size` bytes of UTF-8 (whole lines from the end; a first line cut if one
+    alone is longer). Empty when there is nothing."""
+    text = data.decode("utf-8", "replace")
+    kept = []
+    for line in text.splitlines()[-max(lines, 0):] if lines > 0 else []:
+        line = redact(line, values)
+        line = _LOG_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", line)
+        if len(line) > LOG_LINE_CHARS:
+            line = line[:LOG_LINE_CHARS] + " [...]"
+        kept.append(line)
+    out, total = [], 0
+    for line in reversed(kept):
+        cost = len(line.encode("utf-8")) + 1
+        if total + cost > size:
+            room = size - total - 1
+            if not out and room > 0:
+                out.append(line.encode("utf-8")[-room:].decode("utf-8", "ignore"))
+            break
+        out.append(line)
+        total += cost
+    return "\n".join(reversed(out))

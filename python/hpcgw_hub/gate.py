@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[0-9]+")
 PREFIX = re.compile(r"[A-Za-z0-9-]{1,64}")
+USER_ID = re.compile(r"u-[0-9a-f]{20}")
 
 
 @dataclass
@@ -124,6 +125,12 @@ class Gate:
         if not JOB_ID.fullmatch(job_id):
             raise ValueError(f"not a Slurm job id: {job_id!r}")
         return await self.call("cancel", job_id)
+
+    async def log(self, user_id: str, job_id: str) -> GateResult:
+        """The redacted, bounded tail of one user's log of one job (read-only)."""
+        if not USER_ID.fullmatch(user_id) or not JOB_ID.fullmatch(job_id):
+            raise ValueError(f"not a user id and job id: {user_id!r} {job_id!r}")
+        return await self.call("log", user_id, job_id)
 
     async def list_jobs(self, prefix: str) -> GateResult:
         if not PREFIX.fullmatch(prefix):

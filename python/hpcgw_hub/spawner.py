@@ -43,6 +43,7 @@ from traitlets import validate as validate_trait
 from .gate import Gate
 from .form import render
 from .options import NO_PROFILE, OptionsError, check_profiles, from_form, remembered, usable, validate
+from .rules import is_secret_env, log_tail
 
 PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
 RUNNING = {"RUNNING"}
@@ -57,6 +58,15 @@ GATE_ENV = re.compile(r"^JUPYTERHUB_[A-Z0-9_]{1,100}$")
 JOB_SECRETS = frozenset({"HPCGW_PORT_SECRET"})
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_ENV_VALUE = 4096
+# A gate refusal meant for the user (roles/gateway/files/hpcgw-gate USER_MESSAGE).
+USER_MESSAGE = re.compile(r"^hpcgw-gate: refused: for the user: (.{1,1000})$", re.MULTILINE)
+
+
+def user_error(status: int, message: str) -> web.HTTPError:
+    """An error whose text the user sees on the spawn-pending page (`jupyterhub_message`)."""
+    http_error = web.HTTPError(status, message)  # no args: a % in it is not a format
+    http_error.jupyterhub_message = message
+    return http_error
 
 
 def refused(error: OptionsError) -> web.HTTPError:
@@ -268,11 +278,33 @@ class GatewaySpawner(BatchSpawnerBase):
         result = await self.gate.submit(self.submit_request(self.job_request()))
         job_id = result.stdout.strip().split(";")[0] if result.ok else ""
         if not re.fullmatch(r"[0-9]+", job_id):
+            told = USER_MESSAGE.search(result.stderr or "") if result.returncode == 126 else None
+            if told:  # e.g. over the storage cap: the gate's words for the user, no job
+                self.log.warning("The cluster refused %s's job: %s", self.user.name, told.group(1))
+                raise user_error(403, f"The cluster did not start your notebook: {told.group(1)}")
             self.log.error("Slurm refused %s's job: %s", self.user.name, (result.stderr or result.stdout).strip())
             raise web.HTTPError(503, "The cluster did not accept the notebook job; please try again later.")
         self.job_id = job_id
         self.log.info("Submitted job %s for %s", job_id, self.user.name)
         return job_id
+
+    async def job_log_tail(self) -> str:
+        """The end of this job's log as the user may see it: the gate's bounded,
+        redacted tail, redacted again here by the values this start gave the
+        job (the port secret, the API token, token-like JUPYTERHUB_*/HPCGW_*
+        values). Empty when the cluster has none or does not answer."""
+        try:
+            result = await self.gate.log(self.user_id, self.job_id)
+        except Exception as error:  # a missing tail must never hide the failure itself
+            self.log.warning("No log of job %s: %s", self.job_id, error)
+            return ""
+        if not result.ok:
+            self.log.warning("No log of job %s: %s", self.job_id, result.stderr.strip())
+            return ""
+        env = {**self.get_env(), **{k: v for k, v in self.environment.items() if isinstance(v, str)}}
+        values = [self.port_secret, self.api_token or ""]
+        values += [v for k, v in env.items() if k.startswith(("JUPYTERHUB_", "HPCGW_")) and is_secret_env(k, v)]
+        return log_tail(result.stdout.encode("utf-8", "replace"), values=values)
 
     async def query_job_status(self):
         if not self.job_id:
@@ -365,12 +397,16 @@ class GatewaySpawner(BatchSpawnerBase):
         while not self._port_reported.done():
             status = await self.query_job_status()
             if status == JobStatus.NOTFOUND or self.state_isending():
-                log = f"{self.gateway_root}/logs/{self.user_id}.{self.job_id}.log"
+                log = f"{self.gateway_root}/logs/{self.user_id}/{self.job_id}.log"
+                tail = await self.job_log_tail()
                 if status == JobStatus.NOTFOUND:
                     self.clear_state()
                 # else the job is ending: keep its id, so the hub's stop() after
                 # this failure waits until Slurm no longer lists it.
-                raise web.HTTPError(500, f"The notebook job ended before the notebook started (cluster log: {log}).")
+                message = f"The notebook job ended before the notebook started (cluster log: {log})."
+                if tail:
+                    message += f" The end of your job's log:\n{tail}"
+                raise user_error(500, message)
             try:
                 await asyncio.wait_for(asyncio.shield(self._port_reported), self.startup_poll_interval)
             except asyncio.TimeoutError:

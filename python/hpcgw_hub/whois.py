@@ -4,8 +4,8 @@ Usage, on the hub:  sudo /opt/jupyterhub/bin/python -m hpcgw_hub.whois NAME [DB]
 
 NAME holds a user id, `u-` + the first 20 hex digits of sha256(hub user
 name): a Slurm job name (hpcgw-<hub>-u-<20 hex>), a user folder
-(<gateway_root>/users/u-...) or a job log (<gateway_root>/logs/u-....<job
-id>.log). The id is a hash, so this looks the name up among the hub's users
+(<gateway_root>/users/u-...) or a job log (<gateway_root>/logs/u-.../<job
+id>.log, or the older <gateway_root>/logs/u-....<job id>.log). The id is a hash, so this looks the name up among the hub's users
 (DB: the hub's database, /var/lib/jupyterhub/jupyterhub.sqlite by default)
 and prints it; it exits 1 when no user of the hub has that id.
 """

@@ -203,6 +203,8 @@ class Bed:
         self.bin.mkdir()
         self.users = here / "users"
         self.users.mkdir(mode=0o700)
+        self.logs = here / "logs"  # the gateway role makes it; the gate each user's folder in it
+        self.logs.mkdir(mode=0o700)
         for name, text in (("ssh", FAKE_SSH), ("notebook", FAKE_NOTEBOOK), ("apptainer", FAKE_RUNTIME)):
             path = self.bin / name
             path.write_text(text.format(python=sys.executable, here=str(here), hub_port=HUB_PORT,

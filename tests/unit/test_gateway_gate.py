@@ -65,6 +65,7 @@ class Slurm:
         self.root = here / "gw"
         (self.root / "bin").mkdir(parents=True)
         (self.root / "etc").mkdir()
+        (self.root / "logs").mkdir(mode=0o700)  # as the gateway role makes it
         shutil.copy(GATE, self.root / "bin" / "hpcgw-gate")
         # The rules it imports from beside it, as the gateway role installs them.
         shutil.copy(GATE.parent / "hpcgw_rules.py", self.root / "bin" / "hpcgw_rules.py")
@@ -139,7 +140,7 @@ def test_submit_builds_the_job_from_the_checked_request(slurm, tmp_path):
     root = str(slurm.root.resolve())
     assert call["argv"] == [
         "sbatch", "--parsable", f"--job-name={OURS}", "--partition=compute", "--time=60", "--cpus-per-task=1",
-        "--mem=1024M", f"--output={root}/logs/{UID}.%j.log", f"--chdir={root}",
+        "--mem=1024M", f"--output={root}/logs/{UID}/%j.log", f"--chdir={root}",
     ]
     script = call["stdin"]
     lines = script.splitlines()

@@ -207,6 +207,7 @@ def test_the_notebook_runs_in_the_image_and_the_tunnel_outside(bed):
     assert runtime["argv"][1:] == [
         "run", "--containall", "--cleanenv", "--home", f"{user_dir}:/home/user", "--pwd", "/home/user",
         "--bind", f"{job_dir}:/hpcgw-job:rw",
+        "--bind", f"{bed.logs / USER_ID}:/hpcgw-logs:ro",  # the user's own logs only
         "--bind", "/data:/datasets:ro", "--nv", str(bed.here / "other.sif"),
         "python3", "-c", job.CONTAINER_LAUNCHER,
         str(bed.bin / "notebook"), *SOCKET_ARGS,

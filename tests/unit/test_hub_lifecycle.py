@@ -56,8 +56,8 @@ class ScriptedGate:
     (a str: exit 0 with that output; Fail; Report), the last answer repeated.
     Every call is recorded in `calls` as (verb, argument)."""
 
-    def __init__(self, submit=("77",), status=("RUNNING c1 None",), cancel=("",)):
-        self.script = {"submit": list(submit), "status": list(status), "cancel": list(cancel)}
+    def __init__(self, submit=("77",), status=("RUNNING c1 None",), cancel=("",), log=("",)):
+        self.script = {"submit": list(submit), "status": list(status), "cancel": list(cancel), "log": list(log)}
         self.calls: list[tuple[str, str]] = []
         self.spawner: GatewaySpawner | None = None
 
@@ -84,8 +84,12 @@ class ScriptedGate:
         self.calls.append(("cancel", job_id))
         return self._answer("cancel")
 
+    async def log(self, user_id: str, job_id: str) -> GateResult:
+        self.calls.append(("log", job_id))
+        return self._answer("log")
+
     def verbs(self) -> list[str]:
-        return [verb for verb, _ in self.calls]
+        return [verb for verb, _ in self.calls if verb != "log"]
 
 
 # -- a hub: ORM, user, spawner -------------------------------------------------
@@ -200,7 +204,7 @@ def test_a_job_vanishing_while_starting_fails_the_start_and_forgets_it(new_spawn
         run(spawner.start())
     assert failed.value.status_code == 500
     assert "ended before the notebook started" in failed.value.log_message
-    assert "/home/gateway/hpcgw/logs/u-" in failed.value.log_message and ".77.log" in failed.value.log_message
+    assert "/home/gateway/hpcgw/logs/u-" in failed.value.log_message and "/77.log" in failed.value.log_message
     assert spawner.job_id == ""  # gone: nothing to stop
     assert run(spawner.poll()) == 0
     assert gate.verbs() == ["submit", "status", "status"]

@@ -271,7 +271,7 @@ json.dumps({'endpoints': sorted(subscribed), 'answers': answers, 'messages': mes
 
 def tunnel_line(cluster_host, user: str, job: str) -> str:
     """The wrapper's 'tunnel up' line of a user's job: the hub port and what it leads to."""
-    log = f"{GATEWAY_ROOT}/logs/{user_id(user)}.{job}.log"
+    log = f"{GATEWAY_ROOT}/logs/{user_id(user)}/{job}.log"
     for _ in range(40):
         for line in cluster_host.check_output(f"cat {log}").splitlines():
             if "hpcgw-job: tunnel up: hub 127.0.0.1:" in line:
@@ -419,7 +419,7 @@ def test_a_notebook_cannot_forge_a_line_of_its_job_log(hub_user, testbed, public
                 "fd = os.open('/proc/1/fd/1', os.O_WRONLY | os.O_APPEND)\n"
                 "written = os.write(fd, line) + os.write(1, line) + os.write(2, line)\nos.close(fd)\nwritten")
         assert run_in_kernel(testbed, public_ca_bundle, "frank", frank.token(), code) == str(3 * (len(forged) + 1))
-        log = f"{GATEWAY_ROOT}/logs/{user_id('frank')}.{job}.log"
+        log = f"{GATEWAY_ROOT}/logs/{user_id('frank')}/{job}.log"
         for _ in range(20):
             lines = [line for line in cluster_host.check_output(f"cat {log}").splitlines() if marker in line]
             if len(lines) >= 3:

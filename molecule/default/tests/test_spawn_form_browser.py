@@ -84,7 +84,7 @@ def test_a_person_picks_a_profile_and_an_image_and_jupyterlab_loads(chromium_pag
         assert len(jobs) == 1, slurm_jobs(cluster_host)
         details = cluster_host.check_output(f"scontrol show job {jobs[0]}")
         assert "Partition=short" in details and "TimeLimit=00:30:00" in details, details
-        log = cluster_host.check_output(f"cat ~gateway/hpcgw/logs/{user_id(name)}.{jobs[0]}.log")
+        log = cluster_host.check_output(f"cat ~gateway/hpcgw/logs/{user_id(name)}/{jobs[0]}.log")
         assert "image notebook-marked" in log, log
     finally:
         hub_user(IDENTITY).stop()
