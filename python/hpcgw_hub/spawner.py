@@ -36,6 +36,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import pathlib
 import re
 import secrets
 import time
@@ -52,6 +53,10 @@ from .gate import Gate
 from .jobpoll import JobPoller
 from .form import render
 from .options import OptionsError, check_profiles, from_form, remembered, validate
+
+# JupyterHub page templates of this package (c.JupyterHub.template_paths): the
+# spawn-pending page with the queue's words and a cancel button.
+PAGE_TEMPLATES = str(pathlib.Path(__file__).parent / "templates" / "jupyterhub")
 
 PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
 RUNNING = {"RUNNING"}
