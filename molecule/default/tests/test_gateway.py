@@ -125,6 +125,8 @@ def test_the_wrapper_settings(host):
         ("compute", "compute", 480, ["notebook", "notebook-marked"]),
         ("short", "short", 60, ["notebook", "notebook-marked"]),
         ("private", "private", 60, ["notebook"]),
+        ("queue-short", "busy", 10, ["notebook"]),
+        ("queue-long", "busy", 10, ["notebook"]),
     ]
 
 
