@@ -123,6 +123,11 @@ class GatewaySpawner(BatchSpawnerBase):
         "COMPLETING until Slurm marks the node down. JupyterHub forgets the job when stop() returns.",
     )
     startup_poll_interval = Float(0.5, config=True, help="Seconds between status checks while a job starts.")
+    pending_poll_interval = Float(
+        2.0, config=True,
+        help="Seconds between status checks while a job waits in Slurm's queue (it cannot report its port "
+        "before it runs): many queued spawns then cost the cluster little.",
+    )
     stop_poll_interval = Float(0.25, config=True, help="Seconds between checks that a cancelled job is gone.")
     reuse_ssh_connection = Bool(
         True, config=True, help="Send every command over one shared SSH connection (off: a new connection each time)."
@@ -473,7 +478,8 @@ class GatewaySpawner(BatchSpawnerBase):
         submitted = self._clock()
         running_since = None
         while not self._port_reported.done():
-            status = await self.query_job_status(max_age=self.startup_poll_interval)
+            interval = self.pending_poll_interval if self.state_ispending() else self.startup_poll_interval
+            status = await self.query_job_status(max_age=interval)
             if status == JobStatus.NOTFOUND or self.state_isending():
                 log = f"{self.gateway_root}/logs/{self.user_id}.{self.job_id}.log"
                 if status == JobStatus.NOTFOUND:
@@ -497,8 +503,9 @@ class GatewaySpawner(BatchSpawnerBase):
             elif now - submitted > limit + startup:  # status unknown (SSH or Slurm trouble) for long
                 await self.cancel_batch_job()
                 raise self.did_not_start(limit + startup, "(the cluster did not answer)")
+            interval = self.pending_poll_interval if self.state_ispending() else self.startup_poll_interval
             try:
-                await asyncio.wait_for(asyncio.shield(self._port_reported), self.startup_poll_interval)
+                await asyncio.wait_for(asyncio.shield(self._port_reported), interval)
             except asyncio.TimeoutError:
                 pass
         self.port = self._port_reported.result()

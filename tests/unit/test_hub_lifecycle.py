@@ -154,7 +154,7 @@ def new_spawner(hub_db, monkeypatch):
         orm_user = db.query(orm.User).filter_by(name="alice").one()
         user = User(orm_user, {"hub": Hub()})
         traits = {"cluster_host": "login", "gateway_root": "/home/gateway/hpcgw", "profiles": PROFILES,
-                  "startup_poll_interval": 0.01, "status_retry_delay": 0.5,
+                  "startup_poll_interval": 0.01, "pending_poll_interval": 0.01, "status_retry_delay": 0.5,
                   "poll_interval": 0, **traits}  # poll_interval 0: each poll() sees a fresh listing
         spawner = user._new_spawner("", spawner_class=GatewaySpawner, **traits)
         gate.spawner = spawner

@@ -132,7 +132,7 @@ def test_jupyterhubs_start_timeout_does_not_cut_a_wait_the_profile_allows(hub_db
                            "authenticator": None, "internal_ssl": False})
     user.spawners[""] = user._new_spawner("", spawner_class=GatewaySpawner, cluster_host="login",
                                           gateway_root="/home/gateway/hpcgw", profiles=QUEUED, start_timeout=1,
-                                          startup_poll_interval=0.05, poll_interval=0,
+                                          startup_poll_interval=0.05, pending_poll_interval=0.05, poll_interval=0,
                                           server_token_scopes=["users:activity!user"])
     gate.spawner = user.spawners[""]
 
