@@ -107,6 +107,10 @@ def image_errors(images, name: str = "images") -> list[str]:
     return errors
 
 
+# A profile's max_pending_minutes: at most a week in the queue (branch queue).
+MAX_PENDING_MINUTES = 7 * 24 * 60
+
+
 def profile_errors(profiles, images=None, name: str = "profiles", images_name: str = "images") -> list[str]:
     """What is wrong with the admin's profiles, each message naming the field
     (`<name>[<index>].<field>`); [] when right.
@@ -141,6 +145,11 @@ def profile_errors(profiles, images=None, name: str = "profiles", images_name: s
                 errors.append(f"{where}.default_{field} must be a whole number from {least} to max_{field} ({most}) "
                               f"(got {_json(default)}).")
         errors += _access_errors(where, profile)
+        # branch queue: how long a job of this profile may wait in Slurm's queue.
+        pending = profile.get("max_pending_minutes", 1)
+        if not _whole(pending) or not 1 <= pending <= MAX_PENDING_MINUTES:
+            errors.append(f"{where}.max_pending_minutes must be a whole number from 1 to {MAX_PENDING_MINUTES} "
+                          f"(got {_json(pending)}).")
         if "images" not in profile and known is not None:
             continue
         offered = profile.get("images")

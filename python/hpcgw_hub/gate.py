@@ -10,6 +10,9 @@ Nothing here goes through a shell: argv lists only.
 One SSH master per hub process carries all calls (ControlMaster): a call then
 costs a round trip, not a new SSH handshake. The master is started on its own,
 detached from every pipe, so a call's output never waits on it.
+At most `max_sessions` calls run at once (the rest wait their turn): each is
+one session on the master, and sshd refuses sessions past its MaxSessions
+(10 by default), so many spawns at once must not open more.
 """
 
 from __future__ import annotations
@@ -48,7 +51,14 @@ class Gate:
     timeout: float = 20.0
     connect_timeout: int = 10
     reuse_connection: bool = True
+    max_sessions: int = 8
     _master_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    _sessions: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be at least 1, not {self.max_sessions}")
+        self._sessions = asyncio.Semaphore(self.max_sessions)
 
     def ssh_argv(self) -> list[str]:
         return [
@@ -95,6 +105,10 @@ class Gate:
     async def call(self, *command: str, stdin: str | None = None) -> GateResult:
         """Run one gate command; never raises for SSH or Slurm trouble."""
         await self.ensure_master()
+        async with self._sessions:
+            return await self._session(command, stdin)
+
+    async def _session(self, command: tuple[str, ...], stdin: str | None) -> GateResult:
         # ControlMaster=no: use the master when it is up, else connect directly.
         mux = ["-o", "ControlMaster=no"] if self.reuse_connection else ["-o", "ControlPath=none"]
         proc = await asyncio.create_subprocess_exec(
@@ -133,6 +147,32 @@ class Gate:
         return await self.call("log", user_id, job_id)
 
     async def list_jobs(self, prefix: str) -> GateResult:
+        """Lines "<id> <name> <STATE> <node> <start> <reason>" of this hub's jobs
+        (see `parse_listing`)."""
         if not PREFIX.fullmatch(prefix):
             raise ValueError(f"not a job name prefix: {prefix!r}")
         return await self.call("list", prefix)
+
+
+@dataclass(frozen=True)
+class ListedJob:
+    """One line of the gate's `list`: a job of this hub that Slurm lists."""
+
+    job_id: str
+    name: str
+    state: str
+    node: str = "n/a"
+    start: str = "N/A"  # Slurm's start time: estimated for a pending job (squeue --start), N/A when unknown
+    reason: str = "None"
+
+
+def parse_listing(text: str) -> dict[str, ListedJob]:
+    """{job id: ListedJob} of `list` output. Older gates print only
+    "<id> <name> <STATE>": the rest is then left at its default."""
+    jobs = {}
+    for line in text.splitlines():
+        fields = line.split(" ", 5)
+        if len(fields) < 3 or not JOB_ID.fullmatch(fields[0]):
+            continue
+        jobs[fields[0]] = ListedJob(*fields)
+    return jobs

@@ -20,7 +20,14 @@ A batchspawner subclass for hubs whose users are not Unix users anywhere:
 - stopping cancels the job and waits until Slurm confirms it is gone: a job
   Slurm still lists as COMPLETING is not gone (nor stopped for poll());
 - jobs are named `<job_name_prefix>-<user id>`, so `hpcgw_hub.reaper` can
-  cancel this hub's orphans when the hub starts.
+  cancel this hub's orphans when the hub starts;
+- one listing of all this hub's jobs (`hpcgw_hub.jobpoll`) answers every
+  spawner's status check: one squeue per poll interval, not one per server;
+  at most `max_concurrent_commands` gate calls run at once;
+- a job may wait in Slurm's queue for its profile's `max_pending_minutes`
+  (JupyterHub's start_timeout is set per spawn to fit it); the pending page
+  shows Slurm's reason and estimated start; past the limit the job is
+  cancelled and the user is told why.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ import asyncio
 import hashlib
 import hmac
 import json
+import pathlib
 import re
 import secrets
+import time
 
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
 import hpcgw_hub.spawnapi  # noqa: F401  (REST spawn options checked before they are stored)
@@ -41,9 +50,14 @@ from traitlets import Any, Bool, Dict, Float, Integer, List, TraitError, Unicode
 from traitlets import validate as validate_trait
 
 from .gate import Gate
+from .jobpoll import JobPoller
 from .form import render
 from .options import NO_PROFILE, OptionsError, check_profiles, from_form, remembered, usable, validate
 from .rules import is_secret_env, log_tail
+
+# JupyterHub page templates of this package (c.JupyterHub.template_paths): the
+# spawn-pending page with the queue's words and a cancel button.
+PAGE_TEMPLATES = str(pathlib.Path(__file__).parent / "templates" / "jupyterhub")
 
 PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
 RUNNING = {"RUNNING"}
@@ -119,10 +133,29 @@ class GatewaySpawner(BatchSpawnerBase):
         "COMPLETING until Slurm marks the node down. JupyterHub forgets the job when stop() returns.",
     )
     startup_poll_interval = Float(0.5, config=True, help="Seconds between status checks while a job starts.")
+    pending_poll_interval = Float(
+        2.0, config=True,
+        help="Seconds between status checks while a job waits in Slurm's queue (it cannot report its port "
+        "before it runs): many queued spawns then cost the cluster little.",
+    )
     stop_poll_interval = Float(0.25, config=True, help="Seconds between checks that a cancelled job is gone.")
     reuse_ssh_connection = Bool(
         True, config=True, help="Send every command over one shared SSH connection (off: a new connection each time)."
     )
+    max_concurrent_commands = Integer(
+        8, config=True,
+        help="Gate commands that may run at once (the others wait): each is one SSH session on the shared "
+        "connection, and sshd refuses sessions past its MaxSessions (default 10). Keep it below that.",
+    )
+    start_margin = Integer(
+        60, config=True,
+        help="Seconds JupyterHub's start_timeout (set per spawn) leaves beyond this spawner's own limits (the "
+        "queue wait, then start_timeout once the job runs), so that the user gets this spawner's words, not "
+        "a bare timeout.",
+    )
+
+    # One poller per gate and job name prefix: one listing for all spawners.
+    _pollers: dict = {}
 
     # One Gate (and so one SSH master) per set of connection settings, shared
     # by every spawner of this hub process.
@@ -186,12 +219,22 @@ class GatewaySpawner(BatchSpawnerBase):
         settings = dict(
             host=self.cluster_host, user=self.gateway_user, key=self.ssh_key, known_hosts=self.known_hosts,
             port=self.cluster_ssh_port, control_path=self.control_path, timeout=self.command_timeout,
-            reuse_connection=self.reuse_ssh_connection,
+            reuse_connection=self.reuse_ssh_connection, max_sessions=self.max_concurrent_commands,
         )
         key = tuple(sorted(settings.items()))
         if key not in self._gates:
             self._gates[key] = Gate(**settings)
         return self._gates[key]
+
+    @property
+    def poller(self) -> JobPoller:
+        """The listing of this hub's jobs that every spawner of the process shares."""
+        gate = self.gate
+        key = (id(gate), self.job_name_prefix)
+        entry = self._pollers.get(key)
+        if entry is None or entry.gate is not gate:
+            entry = self._pollers[key] = JobPoller(gate, self.job_name_prefix)
+        return entry
 
     # -- spawn options -----------------------------------------------------
     def user_groups(self):
@@ -306,15 +349,22 @@ class GatewaySpawner(BatchSpawnerBase):
         values += [v for k, v in env.items() if k.startswith(("JUPYTERHUB_", "HPCGW_")) and is_secret_env(k, v)]
         return log_tail(result.stdout.encode("utf-8", "replace"), values=values)
 
-    async def query_job_status(self):
+    async def query_job_status(self, max_age: float = 0.0):
+        """The job's state from the shared listing of this hub's jobs (one
+        begun at most `max_age` seconds ago, and after the job's submission)."""
         if not self.job_id:
             self.job_status = ""
             return JobStatus.NOTFOUND
         delay = self.status_retry_delay
         for attempt in range(self.status_retries + 1):
-            result = await self.gate.status(self.job_id)
+            result = await self.poller.listing(max_age, newer_than=self._submitted_at)
             if result.ok:
-                self.job_status = result.stdout.strip()
+                job = result.jobs.get(self.job_id)
+                if job is None:
+                    self.job_status, self.job_start_estimate = GONE, ""
+                else:
+                    self.job_status = f"{job.state} {job.node} {job.reason}"
+                    self.job_start_estimate = job.start if job.start not in ("N/A", "Unknown", "None") else ""
                 state = self.job_status.split(" ", 1)[0]
                 if state in RUNNING:
                     return JobStatus.RUNNING
@@ -327,7 +377,7 @@ class GatewaySpawner(BatchSpawnerBase):
                 # run, so it is not gone (batchspawner's JobStatus has no
                 # "ending"; state_isending() tells it from an SSH failure).
                 return JobStatus.UNKNOWN
-            self.log.warning("Status of job %s unknown (try %d): %s", self.job_id, attempt + 1, result.stderr.strip())
+            self.log.warning("Status of job %s unknown (try %d): %s", self.job_id, attempt + 1, result.error)
             if attempt < self.status_retries:
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -355,6 +405,9 @@ class GatewaySpawner(BatchSpawnerBase):
 
     # -- lifecycle ---------------------------------------------------------
     port_secret = ""  # this start's secret for the port report (start() makes it)
+    job_start_estimate = ""  # Slurm's estimated start of a pending job (squeue --start), "" when unknown
+    _submitted_at = float("-inf")  # the event loop's clock at this start's submit: older listings miss the job
+    _configured_start_timeout = None  # start_timeout as configured, before run_pre_spawn_hook sets it per spawn
 
     def port_secret_matches(self, secret: str) -> bool:
         """True if `secret` is this start's port secret (only the job wrapper has it)."""
@@ -386,16 +439,91 @@ class GatewaySpawner(BatchSpawnerBase):
         if session is not None:
             session.commit()
 
+    # -- the queue: how long a job may wait, and what the user is told --------
+    @property
+    def startup_timeout(self) -> int:
+        """start_timeout as configured: how long the notebook may take once its job runs."""
+        if self._configured_start_timeout is None:
+            self._configured_start_timeout = self.start_timeout
+        return self._configured_start_timeout
+
+    def profile_of(self, name: str) -> dict:
+        return next((profile for profile in self.profiles if profile.get("name") == name), {})
+
+    def pending_limit(self, profile: dict) -> int:
+        """Seconds a job of `profile` may wait in the queue: its max_pending_minutes,
+        else start_timeout (the budget a start had before the limit existed)."""
+        minutes = profile.get("max_pending_minutes")
+        return int(minutes) * 60 if minutes else self.startup_timeout
+
+    def run_pre_spawn_hook(self):
+        """Set JupyterHub's start_timeout for this spawn from its profile.
+
+        User.spawn reads `start_timeout` once, when it calls start() (right
+        after this hook), and cancels start() when it passes, failing the
+        spawn with a bare "Spawn failed: ". It must not cut a queue wait the
+        profile allows short: it is the queue limit, plus start_timeout for
+        the notebook to start once its job runs, plus `start_margin`, so
+        that start() always ends first, with words.
+        """
+        startup = self.startup_timeout  # read before it is set per spawn
+        try:
+            request = validate(self.user_options or {}, self.profiles)
+        except OptionsError:
+            pass  # start() refuses the options, in words
+        else:
+            self.start_timeout = (self.pending_limit(self.profile_of(request.profile)) + startup
+                                  + int(self.command_timeout) + self.start_margin)
+        return super().run_pre_spawn_hook()
+
+    @staticmethod
+    def _clock() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def _minutes(seconds: float) -> str:
+        minutes = seconds / 60
+        whole = round(minutes)
+        amount = str(whole) if abs(minutes - whole) < 0.05 else f"{minutes:.1f}"
+        return f"{amount} minute" + ("" if amount == "1" else "s")
+
+    def queue_limit_passed(self, request, waited: float, limit: float) -> web.HTTPError:
+        """The error a user sees when their job waited past the profile's limit."""
+        words = self.job_status.split(" ", 2)
+        reason = words[2] if len(words) > 2 and words[2] not in ("", "None") else "none given"
+        message = (
+            f"Job {self.job_id} was cancelled: it waited {self._minutes(waited)} in the queue of partition "
+            f"{request.partition} (reason {reason}); the limit of profile {request.profile} is "
+            f"{self._minutes(limit)}. The cluster is busy: please try again later or choose another profile."
+        )
+        error = web.HTTPError(503, "%s", message)
+        error.jupyterhub_message = message
+        return error
+
+    def did_not_start(self, seconds: float, what: str) -> web.HTTPError:
+        message = f"The notebook did not start within {self._minutes(seconds)} {what}; job {self.job_id} is cancelled."
+        error = web.HTTPError(500, "%s", message)
+        error.jupyterhub_message = message
+        return error
+
     async def start(self):
         request = self.job_request()  # before anything is submitted
+        limit = self.pending_limit(self.profile_of(request.profile))
+        startup = self.startup_timeout
         self.port = 0
         self.port_secret = secrets.token_urlsafe(32)  # fresh for every start
         self._port_reported = asyncio.get_running_loop().create_future()
+        self.job_status, self.job_start_estimate = "", ""
+        self._pending_limit, self._pending_waited, self._partition = limit, 0.0, request.partition
+        self._submitted_at = asyncio.get_running_loop().time()  # a listing begun earlier cannot know the job
         await self.submit_batch_script()
         self.save_state()
         self.log.info("Job %s (%s) for %s submitted: %s", self.job_id, self.job_name, self.user.name, request)
+        submitted = self._clock()
+        running_since = None
         while not self._port_reported.done():
-            status = await self.query_job_status()
+            interval = self.pending_poll_interval if self.state_ispending() else self.startup_poll_interval
+            status = await self.query_job_status(max_age=interval)
             if status == JobStatus.NOTFOUND or self.state_isending():
                 log = f"{self.gateway_root}/logs/{self.user_id}/{self.job_id}.log"
                 tail = await self.job_log_tail()
@@ -407,8 +535,25 @@ class GatewaySpawner(BatchSpawnerBase):
                 if tail:
                     message += f" The end of your job's log:\n{tail}"
                 raise user_error(500, message)
+            now = self._clock()
+            if self.state_ispending():
+                self._pending_waited = now - submitted
+                if self._pending_waited > limit:
+                    error = self.queue_limit_passed(request, self._pending_waited, limit)
+                    self.log.warning("Job %s of %s: %s", self.job_id, self.user.name, error.jupyterhub_message)
+                    await self.cancel_batch_job()  # JupyterHub's stop() then waits until it is gone
+                    raise error
+            elif self.state_isrunning():
+                running_since = now if running_since is None else running_since
+                if now - running_since > startup:
+                    await self.cancel_batch_job()
+                    raise self.did_not_start(startup, "of its job starting")
+            elif now - submitted > limit + startup:  # status unknown (SSH or Slurm trouble) for long
+                await self.cancel_batch_job()
+                raise self.did_not_start(limit + startup, "(the cluster did not answer)")
+            interval = self.pending_poll_interval if self.state_ispending() else self.startup_poll_interval
             try:
-                await asyncio.wait_for(asyncio.shield(self._port_reported), self.startup_poll_interval)
+                await asyncio.wait_for(asyncio.shield(self._port_reported), interval)
             except asyncio.TimeoutError:
                 pass
         self.port = self._port_reported.result()
@@ -418,7 +563,7 @@ class GatewaySpawner(BatchSpawnerBase):
     async def poll(self):
         if not self.job_id:
             return 0
-        status = await self.query_job_status()
+        status = await self.query_job_status(max_age=self.poll_interval)
         # A job Slurm still lists as COMPLETING is not stopped yet: its
         # notebook may still run (a node whose slurmd is down never confirms
         # the end). The server stays until Slurm no longer lists the job, so
@@ -443,12 +588,22 @@ class GatewaySpawner(BatchSpawnerBase):
             interval = min(interval * 2, 5.0)  # quick for the usual seconds, then every 5 s
         self.log.warning("Job %s of %s: Slurm did not confirm it is gone", self.job_id, self.user.name)
 
+    def pending_message(self) -> str:
+        words = self.job_status.split(" ", 2)
+        reason = words[2] if len(words) > 2 and words[2] not in ("", "None") else "pending"
+        where = f" of partition {self._partition}" if getattr(self, "_partition", "") else ""
+        estimate = (f"Slurm's estimated start: {self.job_start_estimate}" if self.job_start_estimate
+                    else "no estimated start yet")
+        limit = getattr(self, "_pending_limit", 0)
+        waited = (f"; waited {self._minutes(self._pending_waited)} of at most {self._minutes(limit)}"
+                  if limit else "")
+        return f"Waiting in the Slurm queue{where} ({reason.strip('()')}): {estimate}{waited}..."
+
     async def progress(self):
         while True:
             words = self.job_status.split(" ", 2)
             if self.state_ispending():
-                reason = words[2] if len(words) > 2 else ""
-                yield {"message": f"Waiting in the Slurm queue ({reason.strip('()') or 'pending'})..."}
+                yield {"message": self.pending_message()}
             elif self.state_isrunning():
                 node = words[1] if len(words) > 1 else "a node"
                 yield {"message": f"Job {self.job_id} running on {node}: starting the notebook..."}

@@ -463,23 +463,42 @@ def test_cancel_when_squeue_fails_is_an_error_and_cancels_nothing(slurm):
     assert [call["argv"][0] for call in slurm.calls()] == ["squeue"]
 
 
+LIST_ARGV = ["squeue", "-h", "-u", ACCOUNT, "-o", "%i|%T|%B|%S|%r|%j"]
+
+
 def test_list_shows_only_this_hubs_jobs(slurm):
     other = "u-0000000000000000ffff"
     slurm.answers("squeue", out=(
-        f"11 RUNNING {OURS}\n"
-        "12 PENDING something-else\n"
-        f"13 PENDING {PREFIX}-{other}\n"
-        f"14 RUNNING hpcgw-other-{UID}\n"
-        f"15 RUNNING {PREFIX}-image-build\n"
-        f"16 COMPLETING {OURS}\n"
+        f"11|RUNNING|c1|2026-11-30T20:00:00|None|{OURS}\n"
+        "12|PENDING|n/a|N/A|Priority|something-else\n"
+        f"13|PENDING||2026-11-30T21:07:00|ReqNodeNotAvail, UnavailableNodes:c[1-2]|{PREFIX}-{other}\n"
+        f"14|RUNNING|c1|N/A|None|hpcgw-other-{UID}\n"
+        f"15|RUNNING|c1|N/A|None|{PREFIX}-image-build\n"
+        f"16|COMPLETING|c2|N/A||{OURS}\n"
+        f"17|RUNNING|c1|N/A|None|{OURS} trailing\n"      # a name with a space: not this hub's
+        f"18|RUNNING|c1|N/A|None|{OURS}|x\n"            # a name with '|': not this hub's
+        f"19|PENDING|n/a|N/A\x1b[2J|Pri\x1bority|{OURS}\n"  # no control characters, one word a field
     ))
     done = slurm.gate(f"list {PREFIX}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().splitlines() == [
-        f"11 {OURS} RUNNING", f"13 {PREFIX}-{other} PENDING", f"16 {OURS} COMPLETING"]
-    assert slurm.calls() == [{"argv": ["squeue", "-h", "-u", ACCOUNT, "-o", "%i %T %j"], "stdin": ""}]
+        f"11 {OURS} RUNNING c1 2026-11-30T20:00:00 None",
+        f"13 {PREFIX}-{other} PENDING n/a 2026-11-30T21:07:00 ReqNodeNotAvail, UnavailableNodes:c[1-2]",
+        f"16 {OURS} COMPLETING c2 N/A None",
+        f"19 {OURS} PENDING n/a N/A Priority",
+    ]
+    assert slurm.calls() == [{"argv": LIST_ARGV, "stdin": ""}]
     # Another prefix sees nothing of this hub's, nor of the other hub's jobs.
     assert slurm.gate("list hpcgw-other").stdout == b""
+
+
+def test_list_lines_are_what_the_hub_parses(slurm):
+    """The gate's `list` and the hub's parse_listing agree (one contract)."""
+    from hpcgw_hub.gate import ListedJob, parse_listing
+
+    slurm.answers("squeue", out=f"21|PENDING|n/a|2026-11-30T21:07:00|Resources|{OURS}\n")
+    jobs = parse_listing(slurm.gate(f"list {PREFIX}").stdout.decode())
+    assert jobs == {"21": ListedJob("21", OURS, "PENDING", "n/a", "2026-11-30T21:07:00", "Resources")}
 
 
 def test_list_reports_slurm_errors(slurm):

@@ -60,6 +60,7 @@ class ScriptedGate:
         self.script = {"submit": list(submit), "status": list(status), "cancel": list(cancel), "log": list(log)}
         self.calls: list[tuple[str, str]] = []
         self.spawner: GatewaySpawner | None = None
+        self.start = "N/A"  # Slurm's estimated start of a pending job
 
     def _answer(self, verb: str) -> GateResult:
         answers = self.script[verb]
@@ -79,6 +80,21 @@ class ScriptedGate:
     async def status(self, job_id: str) -> GateResult:
         self.calls.append(("status", job_id))
         return self._answer("status")
+
+    async def list_jobs(self, prefix: str) -> GateResult:
+        """The shared listing of this hub's jobs: the next scripted status of
+        the spawner's job, as the gate's `list` prints it (GONE: not listed)."""
+        self.calls.append(("list", prefix))
+        answer = self._answer("status")
+        if not answer.ok:
+            return answer
+        status = answer.stdout.strip()
+        if status == "GONE":
+            return GateResult(0, "", "")
+        state, node, reason = (status.split(" ", 2) + ["n/a", "None"])[:3]
+        start = self.start if state == "PENDING" else "2026-11-30T10:00:00"
+        name = f"hpcgw-{self.spawner.user_id}"
+        return GateResult(0, f"{self.spawner.job_id} {name} {state} {node} {start} {reason}\n", "")
 
     async def cancel(self, job_id: str) -> GateResult:
         self.calls.append(("cancel", job_id))
@@ -142,7 +158,8 @@ def new_spawner(hub_db, monkeypatch):
         orm_user = db.query(orm.User).filter_by(name="alice").one()
         user = User(orm_user, {"hub": Hub()})
         traits = {"cluster_host": "login", "gateway_root": "/home/gateway/hpcgw", "profiles": PROFILES,
-                  "startup_poll_interval": 0.01, "status_retry_delay": 0.5, **traits}
+                  "startup_poll_interval": 0.01, "pending_poll_interval": 0.01, "status_retry_delay": 0.5,
+                  "poll_interval": 0, **traits}  # poll_interval 0: each poll() sees a fresh listing
         spawner = user._new_spawner("", spawner_class=GatewaySpawner, **traits)
         gate.spawner = spawner
         return spawner
@@ -173,7 +190,7 @@ def test_start_poll_stop(new_spawner, hub_db, sleeps):
     assert spawner.job_id == "77" and spawner.get_state() == {"job_id": "77", "job_status": f"RUNNING c1 {PORT}"}
     assert run(spawner.poll()) is None
     run(spawner.stop())
-    assert gate.verbs() == ["submit", "status", "status", "status", "status", "cancel", "status"]
+    assert gate.verbs() == ["submit", "list", "list", "list", "list", "cancel", "list"]
     assert run(spawner.poll()) == 1
     assert spawner.get_state() == {}
 
@@ -185,9 +202,9 @@ def test_start_saves_the_job_id_before_the_notebook_is_up(new_spawner, hub_db, c
     seen = []
 
     class Watching(ScriptedGate):
-        async def status(self, job_id):
+        async def list_jobs(self, prefix):
             seen.append(saved_state(factory).get("job_id"))
-            return await super().status(job_id)
+            return await super().list_jobs(prefix)
 
     gate = Watching(status=["PENDING n/a Priority", Report()])
     spawner = new_spawner(gate)
@@ -207,7 +224,7 @@ def test_a_job_vanishing_while_starting_fails_the_start_and_forgets_it(new_spawn
     assert "/home/gateway/hpcgw/logs/u-" in failed.value.log_message and "/77.log" in failed.value.log_message
     assert spawner.job_id == ""  # gone: nothing to stop
     assert run(spawner.poll()) == 0
-    assert gate.verbs() == ["submit", "status", "status"]
+    assert gate.verbs() == ["submit", "list", "list"]
 
 
 def test_a_job_ending_while_starting_fails_the_start_and_keeps_its_id(new_spawner, hub_db):
@@ -227,7 +244,7 @@ def test_an_unknown_status_while_starting_is_not_a_failure(new_spawner, hub_db, 
     gate = ScriptedGate(status=[Fail(), Fail(), Fail(), Fail(returncode=None), "PENDING n/a None", Report()])
     spawner = new_spawner(gate, status_retries=1)
     assert run(spawner.start()) == ("127.0.0.1", PORT)
-    assert gate.verbs() == ["submit"] + ["status"] * 6
+    assert gate.verbs() == ["submit"] + ["list"] * 6
 
 
 @pytest.mark.parametrize("answer", ["", "Submitted batch job 77", "77 78", "sbatch: error: x"])
@@ -250,7 +267,7 @@ def test_a_federated_job_id_is_taken_without_its_cluster(new_spawner, hub_db):
     gate = ScriptedGate(submit=["78;cluster2"], status=[Report()])
     spawner = new_spawner(gate)
     run(spawner.start())
-    assert spawner.job_id == "78" and gate.calls[1] == ("status", "78")
+    assert spawner.job_id == "78" and gate.calls[1] == ("list", "hpcgw")
 
 
 def test_each_start_has_a_fresh_port_secret_and_only_it_is_accepted(new_spawner, hub_db):
@@ -308,7 +325,7 @@ def test_a_failed_status_check_is_retried_with_a_doubling_delay(new_spawner, hub
     spawner = new_spawner(gate, status_retries=2, status_retry_delay=0.5)
     spawner.job_id = "77"
     assert run(spawner.query_job_status()) == JobStatus.RUNNING
-    assert gate.verbs() == ["status"] * 3
+    assert gate.verbs() == ["list"] * 3
     assert sleeps == [0.5, 1.0]
 
 
@@ -317,7 +334,7 @@ def test_retries_end_after_status_retries(new_spawner, hub_db, sleeps, caplog):
     spawner = new_spawner(gate, status_retries=3, status_retry_delay=0.25)
     spawner.job_id = "77"
     assert run(spawner.query_job_status()) == JobStatus.UNKNOWN
-    assert gate.verbs() == ["status"] * 4
+    assert gate.verbs() == ["list"] * 4
     assert sleeps == [0.25, 0.5, 1.0]  # no sleep after the last try
     assert caplog.text.count("Status of job 77 unknown") == 4
 
@@ -339,7 +356,7 @@ def test_a_restarted_hub_finds_the_job_in_the_database(new_spawner, hub_db):
 
     async def cut_short():
         task = asyncio.ensure_future(first.start())
-        while "status" not in gate.verbs():
+        while "list" not in gate.verbs():
             await asyncio.sleep(0.001)
         task.cancel()  # the hub process dies while the job waits
 
@@ -356,7 +373,7 @@ def test_stop_cancels_and_waits_until_the_job_is_gone(new_spawner, hub_db, sleep
     spawner = new_spawner(gate, stop_poll_interval=0.25)
     spawner.job_id = "77"
     run(spawner.stop())
-    assert gate.calls == [("cancel", "77")] + [("status", "77")] * 4
+    assert gate.calls == [("cancel", "77")] + [("list", "hpcgw")] * 4
     assert sleeps == [0.25, 0.5, 1.0]  # the interval doubles
 
 
@@ -366,7 +383,7 @@ def test_stop_waits_through_an_unknown_status(new_spawner, hub_db, sleeps):
     spawner = new_spawner(gate, status_retries=0)
     spawner.job_id = "77"
     run(spawner.stop())
-    assert gate.verbs() == ["cancel"] + ["status"] * 4
+    assert gate.verbs() == ["cancel"] + ["list"] * 4
 
 
 def test_stop_polls_at_most_every_five_seconds(new_spawner, hub_db, sleeps):
@@ -382,7 +399,7 @@ def test_stop_gives_up_after_stop_timeout_and_says_so(new_spawner, hub_db, caplo
     spawner = new_spawner(gate, stop_timeout=0.2, stop_poll_interval=0.02)
     spawner.job_id = "77"
     run(spawner.stop())
-    assert gate.verbs().count("status") >= 2
+    assert gate.verbs().count("list") >= 2
     assert "Job 77 of alice: Slurm did not confirm it is gone" in caplog.text
 
 
@@ -399,12 +416,12 @@ def test_a_failed_cancel_is_retried_three_times(new_spawner, hub_db, sleeps):
     spawner = new_spawner(gate)
     spawner.job_id = "77"
     run(spawner.stop())
-    assert gate.verbs() == ["cancel"] * 3 + ["status"]
+    assert gate.verbs() == ["cancel"] * 3 + ["list"]
     gate.calls.clear()
     gate.script["cancel"] = [Fail(), ""]
     spawner.job_id = "77"
     run(spawner.stop())
-    assert gate.verbs() == ["cancel", "cancel", "status"]
+    assert gate.verbs() == ["cancel", "cancel", "list"]
 
 
 def test_stop_without_a_job_calls_nothing(new_spawner, hub_db):
@@ -440,8 +457,8 @@ def test_progress_tells_where_the_job_is(new_spawner, hub_db, sleeps):
 
     assert run(messages()) == [
         "Job 77 submitted...",
-        "Waiting in the Slurm queue (Priority)...",
-        "Waiting in the Slurm queue (pending)...",
+        "Waiting in the Slurm queue (Priority): no estimated start yet...",
+        "Waiting in the Slurm queue (pending): no estimated start yet...",
         "Job 77 running on c7: starting the notebook...",
         "Job 77 running on a node: starting the notebook...",
         "Job 77 is ending on the cluster...",

@@ -465,7 +465,8 @@ def test_a_start_with_bad_options_submits_nothing():
 
 # -- a job Slurm still lists (COMPLETING) is not gone --------------------------
 class FakeGate:
-    """Answers `status` from a list of gate answers, the last one repeated."""
+    """Answers `status` (and `list`, the shared listing, for job 77) from a
+    list of gate answers, the last one repeated."""
 
     def __init__(self, *answers):
         from types import SimpleNamespace
@@ -476,6 +477,14 @@ class FakeGate:
     async def status(self, job_id):
         self.asked.append(("status", job_id))
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    async def list_jobs(self, prefix):
+        self.asked.append(("list", prefix))
+        from types import SimpleNamespace
+
+        answer = (self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]).stdout.strip()
+        line = "" if answer == "GONE" else "77 {}-u-00000000000000000000 {} {} N/A {}\n".format(prefix, *answer.split(" ", 2))
+        return SimpleNamespace(returncode=0, ok=True, stdout=line, stderr="")
 
     async def cancel(self, job_id):
         self.asked.append(("cancel", job_id))
@@ -491,6 +500,7 @@ def spawner_with_gate(monkeypatch):
         spawner = spawner_for("frank")
         spawner.job_id = "77"
         spawner.stop_poll_interval = 0
+        spawner.poll_interval = 0  # each poll() a fresh listing
         return spawner
 
     return make
@@ -517,7 +527,7 @@ def test_stop_waits_while_the_job_is_completing(spawner_with_gate):
     gate = FakeGate("RUNNING c1 None", "COMPLETING c1 None", "COMPLETING c1 None", "GONE")
     spawner = spawner_with_gate(gate)
     asyncio.run(spawner.stop())
-    assert gate.asked == [("cancel", "77")] + [("status", "77")] * 4
+    assert gate.asked == [("cancel", "77")] + [("list", "hpcgw-hub")] * 4
 
 
 def test_stop_of_a_job_stuck_in_completing_says_so(spawner_with_gate, caplog):

@@ -126,6 +126,8 @@ def test_the_wrapper_settings(host):
         ("short", "short", 60, ["notebook", "notebook-marked"]),
         ("private", "private", 60, ["notebook"]),
         ("members", "compute", 60, ["notebook"]),
+        ("queue-short", "busy", 10, ["notebook"]),
+        ("queue-long", "busy", 10, ["notebook"]),
     ]
     # Who may use it, and the Slurm words the gate sets (test_groups.py).
     assert (profiles[3]["groups"], profiles[3]["constraint"]) == (["members"], "hpcgw-members")
@@ -217,7 +219,7 @@ def test_the_gate_submits_reports_lists_and_cancels_a_real_job(host, verify_gate
         assert node and reason
         listed = gate(host, "list hpcgw-verify", gate=verify_gate)
         assert listed.rc == 0, listed.stderr
-        assert [line.rsplit(" ", 1)[0] for line in listed.stdout.splitlines()] == [
+        assert [" ".join(line.split(" ")[:2]) for line in listed.stdout.splitlines()] == [
             f"{job_id} hpcgw-verify-u-000000000000000000e1"]
         # The job runs as the gateway account, with what the gate chose.
         assert host.check_output("squeue -h -j %s -o '%%u %%P %%l %%C'", job_id).split() == ["gateway", "short", "2:00",
