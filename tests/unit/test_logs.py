@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ empty_hub_db, hub_db, new_spawner = test_hub_lifecycle.empty_hub_db, test_hub_li
 OTHER = "u-0123456789abcdef0123"
 JOB = Path(__file__).resolve().parents[2] / "roles" / "gateway" / "files" / "hpcgw-job"
 HEX_TOKEN = "5f2b0c9e8d7a41f3b6c2e1d0a9f8e7d6"  # JupyterHub's API tokens: 32 hex digits
-PORT_SECRET = secrets.token_urlsafe(32)  # the spawner's, 43 url-safe characters
+PORT_SECRET = "H0mDwPzefMq9sDiav4foVRxBmP_zPvR5kfQTnctxWMg"  # as the spawner makes it (token_urlsafe(32)); fixed: test ids stay stable
 
 
 # -- redaction --------------------------------------------------------------------
