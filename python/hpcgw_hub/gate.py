@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[0-9]+")
 PREFIX = re.compile(r"[A-Za-z0-9-]{1,64}")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass
@@ -129,3 +130,9 @@ class Gate:
         if not PREFIX.fullmatch(prefix):
             raise ValueError(f"not a job name prefix: {prefix!r}")
         return await self.call("list", prefix)
+
+    async def usage(self, since: str, until: str) -> GateResult:
+        """sacct of this hub's jobs from day `since` to day `until` (YYYY-MM-DD; hpcgw_hub.usage)."""
+        if not (DAY.fullmatch(since) and DAY.fullmatch(until)):
+            raise ValueError(f"not a period of YYYY-MM-DD days: {since!r} {until!r}")
+        return await self.call("usage", since, until)
