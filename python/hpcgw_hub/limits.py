@@ -83,12 +83,17 @@ def period_bounds(period: str, now: datetime.datetime) -> tuple[datetime.date, d
     return first, (first + datetime.timedelta(days=32)).replace(day=1)
 
 
+def hours(value: float) -> str:
+    """Hours as a person reads them: 10.25, 1.00, 0.00111."""
+    return f"{value:.2f}" if value >= 1 or value == 0 else f"{value:.3g}"
+
+
 def over_budget(core_hours: float, gpu_hours: float, limit: dict) -> list[str]:
     """The budgets of `limit` that these hours reach, in words."""
     over = []
     for key, used, unit in (("core_hours", core_hours, "core-hours"), ("gpu_hours", gpu_hours, "GPU-hours")):
         if key in limit and used >= limit[key]:
-            over.append(f"{used:.2f} of {limit[key]:g} {unit}")
+            over.append(f"{hours(used)} of {limit[key]:g} {unit}")
     return over
 
 
@@ -123,7 +128,7 @@ def check_spawn(limits: dict, user: str, groups: list[str], servers: dict[str, i
         for name, used, unit in (("core_hours", core, "core-hour"), ("gpu_hours", gpu, "GPU-hour")):
             if name in limit and used >= limit[name]:
                 raise LimitReached(
-                    f"{unit.capitalize()} budget used up: {who} used {used:.2f} of the {limit[name]:g} {unit}s "
+                    f"{unit.capitalize()} budget used up: {who} used {hours(used)} of the {limit[name]:g} {unit}s "
                     f"allowed this {period}. The budget resets on {when}.")
 
 

@@ -143,7 +143,7 @@ def test_the_report_adds_core_and_gpu_hours_per_user_and_group():
     # A user no longer in the hub's database: named by the job's attribution.
     assert data["users"]["gone user"]["core_hours"] == 2.0
     assert data["groups"]["physics"]["core_hours"] == 3.5 and data["groups"]["physics"]["over"] == []
-    assert data["groups"]["chem"]["over"] == ["0.50 of 0.5 GPU-hours"]
+    assert data["groups"]["chem"]["over"] == ["0.5 of 0.5 GPU-hours"]
     assert data["total"] == {"jobs": 4, "core_hours": 5.5, "gpu_hours": 1.0}
     assert "2.50 of 2.5 core-hours" in as_text(data)
 
