@@ -121,7 +121,7 @@ def aggregate(jobs: list[Job], names_by_id: dict[str, str], groups_of: dict[str,
 
 def mark_limits(users: dict[str, Totals], groups: dict[str, Totals], limits: dict) -> None:
     """Note in each total which budget of `limits` it has reached."""
-    for name, totals in users.items():
+    for totals in users.values():
         totals.over = over_budget(totals.core_hours, totals.gpu_hours, (limits or {}).get("per_user") or {})
     for name, totals in groups.items():
         totals.over = over_budget(totals.core_hours, totals.gpu_hours,

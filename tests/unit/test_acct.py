@@ -6,6 +6,8 @@ spawner on a real JupyterHub database with a scripted gate
 (test_hub_lifecycle), whose `usage` answers are fake sacct lines.
 """
 
+# The hub fixtures come from test_hub_lifecycle (pytest finds them by name).
+# ruff: noqa: F811
 from __future__ import annotations
 
 import datetime
