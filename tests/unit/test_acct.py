@@ -306,3 +306,48 @@ def test_the_globus_identity_comes_from_auth_state(new_spawner, hub_db):
     spawner.user.get_auth_state = bad_state
     assert run(spawner.attribution())["globus_id"] == ""
     assert encode_user("a b|c\nd") == "a%20b%7Cc%0Ad"
+
+
+def test_hpcgw_usage_reads_the_hubs_config_and_database(tmp_path, monkeypatch, capsys, empty_hub_db):
+    """The console script: the hub's config file (conf.d fragment included),
+    its database's users and groups, one `usage` call for the period."""
+    import shutil
+
+    from hpcgw_hub import usage as usage_module
+    from hpcgw_hub.gate import Gate
+
+    db_path = tmp_path / "jupyterhub.sqlite"
+    shutil.copy(empty_hub_db, db_path)
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    with Session(create_engine(f"sqlite:///{db_path}")) as db:
+        alice = db.query(orm.User).filter_by(name="alice").one()
+        db.add(orm.Group(name="physics", users=[alice]))
+        db.commit()
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-spawner.py").write_text(
+        "c = get_config()\n"
+        "c.GatewaySpawner.cluster_host = 'login'\nc.GatewaySpawner.ssh_key = '/k'\n"
+        "c.GatewaySpawner.known_hosts = '/kh'\n"
+        "c.GatewaySpawner.limits = {'per_group': {'physics': {'core_hours': 1}}}\n")
+    config = tmp_path / "jupyterhub_config.py"
+    config.write_text(f"c = get_config()\nc.JupyterHub.db_url = 'sqlite:///{db_path}'\n"
+                      f"load_subconfig({str(tmp_path / 'conf.d' / '50-spawner.py')!r})\n")
+    calls = []
+
+    async def fake_usage(self, since, until):
+        calls.append((self.host, self.key, since, until))
+        return GateResult(0, gate_lines((1, "alice", 2, 0, 3600, "COMPLETED"), (2, "zed", 1, 1, 3600, "RUNNING")), "")
+
+    monkeypatch.setattr(Gate, "usage", fake_usage)
+    assert usage_module.main(["--config", str(config), "--since", "2026-11-01", "--until", "2026-12-01",
+                              "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert calls == [("login", "/k", "2026-11-01", "2026-12-01")]
+    assert data["users"]["alice"]["core_hours"] == 2.0
+    assert data["users"]["zed"] == {"jobs": 1, "running": 1, "core_hours": 1.0, "gpu_hours": 1.0, "over": []}
+    assert data["groups"] == {"physics": {"jobs": 1, "running": 0, "core_hours": 2.0, "gpu_hours": 0.0,
+                                          "over": ["2.00 of 1 core-hours"]}}
+    assert usage_module.main(["--config", str(config), "--since", "2026-11-01", "--until", "2026-12-01"]) == 0
+    assert "physics" in capsys.readouterr().out
