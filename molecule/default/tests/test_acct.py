@@ -16,7 +16,7 @@ import json
 import time
 
 import pytest
-from conftest import hub_jobs
+from conftest import slurm_jobs
 from hubclient import HubUser, browser_session, globus_login
 
 from hpcgw_hub.spawner import user_id
@@ -35,6 +35,11 @@ def identity_sub(testbed, username: str) -> str:
     return next(i["sub"] for i in identities if i["username"] == f"{username}@uchicago.edu")
 
 
+def leave_groups(admin) -> None:
+    for group in USERS.values():
+        admin.api("DELETE", f"/groups/{group}/users", json={"users": list(USERS)})
+
+
 @pytest.fixture(scope="module")
 def sessions(testbed, public_ca_bundle, testbed_dns):
     """Logged-in hub users: alice (an admin) and the two test users."""
@@ -44,14 +49,20 @@ def sessions(testbed, public_ca_bundle, testbed_dns):
         opened.append(browser)
         assert globus_login(browser, testbed, f"{name}@uchicago.edu").status_code == 200
         users[name] = HubUser(browser, testbed, name)
+    leave_groups(users["alice"])  # an interrupted earlier run may have left them in
     yield users
-    for name, group in USERS.items():
-        users["alice"].api("DELETE", f"/groups/{group}/users", json={"users": [name]})
+    leave_groups(users["alice"])
     for name in USERS:
         if users[name].server() is not None:
             users[name].stop()
     for browser in opened:
         browser.close()
+
+
+def jobs_of(cluster_host, name: str) -> set[str]:
+    """The live jobs (any state squeue lists) of one hub user: other workers' tests run jobs meanwhile."""
+    return {job for job, (job_name, _, _) in slurm_jobs(cluster_host).items()
+            if job_name == f"{PREFIX}-{user_id(name)}"}
 
 
 def sacct(cluster_host, *args: str) -> list[list[str]]:
@@ -70,9 +81,8 @@ def finished_jobs(sessions, cluster_host):
     jobs = {}
     for name in USERS:
         user = sessions[name]
-        before = hub_jobs(cluster_host)
         assert user.start().status_code in (201, 202)
-        [job] = hub_jobs(cluster_host) - before
+        [job] = jobs_of(cluster_host, name)
         time.sleep(4)  # > 3.6 core-seconds: over acct-no-budget's 0.001 core-hours
         user.stop()
         jobs[name] = job
@@ -108,14 +118,14 @@ def test_the_usage_report_equals_what_sacct_says(finished_jobs, cluster_host, hu
 
 
 def assert_refused_without_job(user, cluster_host, words: list[str]) -> None:
-    before = hub_jobs(cluster_host)
+    before = jobs_of(cluster_host, user.name)
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
     reply = user.start(timeout=30)
     assert reply.status_code in (403, 429), reply.text
     message = reply.json()["message"]
     for word in words:
         assert word in message, message
-    assert hub_jobs(cluster_host) == before
+    assert jobs_of(cluster_host, user.name) == before == set()
     assert user.server() is None
     # Nothing reached Slurm at all (not even a job ended at once).
     assert sacct(cluster_host, "-u", "gateway", "--starttime", since, "--name", f"{PREFIX}-{user_id(user.name)}",
