@@ -20,16 +20,21 @@ A batchspawner subclass for hubs whose users are not Unix users anywhere:
 - stopping cancels the job and waits until Slurm confirms it is gone: a job
   Slurm still lists as COMPLETING is not gone (nor stopped for poll());
 - jobs are named `<job_name_prefix>-<user id>`, so `hpcgw_hub.reaper` can
-  cancel this hub's orphans when the hub starts.
+  cancel this hub's orphans when the hub starts;
+- the submit request names the hub user and their Globus identity id, which
+  the gate writes into the job's Slurm comment (attribution for sacct);
+- before any submit, the limits the hub enforces (`hpcgw_hub.limits`:
+  servers, core-/GPU-hour budgets per user and group) are checked; over one,
+  the spawn is a 403 in words and no job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import hmac
 import json
-import datetime
 import re
 import secrets
 import urllib.parse
