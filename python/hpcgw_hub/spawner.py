@@ -129,7 +129,8 @@ class GatewaySpawner(BatchSpawnerBase):
         "core_hours, gpu_hours}, per_group: {<group>: {...}}, cache_seconds} (see hpcgw_hub.limits). Empty: none.",
     )
     globus_user_key = Unicode(
-        "globus_user", config=True, help="The auth state key holding the Globus identity id (the attribution's)."
+        "globus_user", config=True,
+        help="The auth state key holding the Globus userinfo, whose `sub` is the identity id (the attribution's).",
     )
 
     @validate_trait("limits")
@@ -272,6 +273,8 @@ class GatewaySpawner(BatchSpawnerBase):
             self.log.warning("No auth state for %s's attribution: %s", self.user.name, error)
             state = {}
         value = state.get(self.globus_user_key) if isinstance(state, dict) else None
+        if isinstance(value, dict):  # oauthenticator keeps the whole userinfo there: its `sub`
+            value = value.get("sub")
         if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
                                                    value):
             globus_id = value

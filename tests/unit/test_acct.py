@@ -294,14 +294,14 @@ def test_the_globus_identity_comes_from_auth_state(new_spawner, hub_db):
     gate = UsageGate()
     spawner = new_spawner(gate)
 
-    async def state():
-        return {"globus_user": SUB, "globus_groups": []}
+    async def state():  # as oauthenticator keeps it: the Globus userinfo
+        return {"globus_user": {"sub": SUB, "preferred_username": "alice@uchicago.edu"}, "globus_groups": []}
 
     spawner.user.get_auth_state = state
     assert run(spawner.attribution()) == {"hub_user": "alice", "globus_id": SUB}
 
     async def bad_state():
-        return {"globus_user": "x|y"}
+        return {"globus_user": {"sub": "x|y"}}
 
     spawner.user.get_auth_state = bad_state
     assert run(spawner.attribution())["globus_id"] == ""

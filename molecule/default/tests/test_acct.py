@@ -67,7 +67,7 @@ def jobs_of(cluster_host, name: str) -> set[str]:
 
 def sacct(cluster_host, *args: str) -> list[list[str]]:
     out = cluster_host.check_output(
-        "runuser -u gateway -- sacct --noheader --parsable2 --allocations %s", " ".join(args))
+        "runuser -u gateway -- sacct --noheader --parsable2 --allocations" + " %s" * len(args), *args)
     return [line.split("|") for line in out.splitlines() if line]
 
 
