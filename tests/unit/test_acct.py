@@ -351,3 +351,24 @@ def test_hpcgw_usage_reads_the_hubs_config_and_database(tmp_path, monkeypatch, c
                                           "over": ["2.00 of 1 core-hours"]}}
     assert usage_module.main(["--config", str(config), "--since", "2026-11-01", "--until", "2026-12-01"]) == 0
     assert "physics" in capsys.readouterr().out
+
+
+# -- the spawner role checks spawner_limits before any change ----------------------
+@pytest.mark.parametrize("limits, good", [
+    ({"period": "week", "per_user": {"servers": 2, "core_hours": 10.5, "gpu_hours": 0},
+      "per_group": {"physics": {"servers": 4}}, "cache_seconds": 30}, True),
+    ({"period": "year"}, False),
+    ({"per_user": {"servers": 1.5}}, False),
+    ({"per_group": {"physics": {"core_hours": -1}}}, False),
+    ({"per_group": {"physics": {"cores": 1}}}, False),
+    ({"per_group": ["physics"]}, False),
+])
+def test_the_role_names_wrong_spawner_limits(tmp_path, limits, good):
+    from test_role_spawner_validate import GOOD, run_validate
+
+    result = run_validate(tmp_path, {**GOOD, "spawner_limits": limits})
+    if good:
+        assert result.returncode == 0, result.stdout + result.stderr
+    else:
+        assert result.returncode != 0
+        assert "spawner_limits" in result.stdout, result.stdout
