@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"[0-9]+")
 PREFIX = re.compile(r"[A-Za-z0-9-]{1,64}")
 USER_ID = re.compile(r"u-[0-9a-f]{20}")
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass
@@ -176,3 +177,8 @@ def parse_listing(text: str) -> dict[str, ListedJob]:
             continue
         jobs[fields[0]] = ListedJob(*fields)
     return jobs
+    async def usage(self, since: str, until: str) -> GateResult:
+        """sacct of this hub's jobs from day `since` to day `until` (YYYY-MM-DD; hpcgw_hub.usage)."""
+        if not (DAY.fullmatch(since) and DAY.fullmatch(until)):
+            raise ValueError(f"not a period of YYYY-MM-DD days: {since!r} {until!r}")
+        return await self.call("usage", since, until)

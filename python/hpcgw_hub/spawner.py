@@ -28,11 +28,17 @@ A batchspawner subclass for hubs whose users are not Unix users anywhere:
   (JupyterHub's start_timeout is set per spawn to fit it); the pending page
   shows Slurm's reason and estimated start; past the limit the job is
   cancelled and the user is told why.
+- the submit request names the hub user and their Globus identity id, which
+  the gate writes into the job's Slurm comment (attribution for sacct);
+- before any submit, the limits the hub enforces (`hpcgw_hub.limits`:
+  servers, core-/GPU-hour budgets per user and group) are checked; over one,
+  the spawn is a 403 in words and no job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import hmac
 import json
@@ -40,6 +46,8 @@ import pathlib
 import re
 import secrets
 import time
+import urllib.parse
+import weakref
 
 import hpcgw_hub.callback  # noqa: F401  (replaces batchspawner's API handler)
 import hpcgw_hub.spawnapi  # noqa: F401  (REST spawn options checked before they are stored)
@@ -49,6 +57,7 @@ from tornado import web
 from traitlets import Any, Bool, Dict, Float, Integer, List, TraitError, Unicode, Union, default
 from traitlets import validate as validate_trait
 
+from . import limits as hub_limits
 from .gate import Gate
 from .jobpoll import JobPoller
 from .form import render
@@ -156,6 +165,24 @@ class GatewaySpawner(BatchSpawnerBase):
 
     # One poller per gate and job name prefix: one listing for all spawners.
     _pollers: dict = {}
+
+    limits = Dict(
+        config=True,
+        help="Limits the hub enforces per user and per hub group: {period: month|week|day, per_user: {servers, "
+        "core_hours, gpu_hours}, per_group: {<group>: {...}}, cache_seconds} (see hpcgw_hub.limits). Empty: none.",
+    )
+    globus_user_key = Unicode(
+        "globus_user", config=True,
+        help="The auth state key holding the Globus userinfo, whose `sub` is the identity id (the attribution's).",
+    )
+
+    @validate_trait("limits")
+    def _check_limits(self, proposal):
+        try:
+            hub_limits.check_limits(proposal.value)
+        except ValueError as error:
+            raise TraitError(f"GatewaySpawner.{error}") from None
+        return proposal.value
 
     # One Gate (and so one SSH master) per set of connection settings, shared
     # by every spawner of this hub process.
@@ -300,6 +327,24 @@ class GatewaySpawner(BatchSpawnerBase):
                 raise web.HTTPError(400, f"refused: {name} is longer than {MAX_ENV_VALUE} characters")
         return env
 
+    async def attribution(self) -> dict:
+        """The submit request's attribution: the hub user (percent-encoded
+        where the gate's strict pattern needs it) and the Globus identity id
+        (the `sub` kept in auth state), or "" when the user has none."""
+        globus_id = ""
+        try:
+            state = await self.user.get_auth_state() or {}
+        except Exception as error:  # noqa: BLE001 (attribution never stops a spawn)
+            self.log.warning("No auth state for %s's attribution: %s", self.user.name, error)
+            state = {}
+        value = state.get(self.globus_user_key) if isinstance(state, dict) else None
+        if isinstance(value, dict):  # oauthenticator keeps the whole userinfo there: its `sub`
+            value = value.get("sub")
+        if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                                                   value):
+            globus_id = value
+        return {"hub_user": urllib.parse.quote(self.user.name, safe="@._+~-")[:128], "globus_id": globus_id}
+
     def submit_request(self, request) -> str:
         """The JSON the gate's `submit` reads on stdin (docs/spawning.md): the
         checked options, the user id and the environment; the gate checks it
@@ -313,10 +358,71 @@ class GatewaySpawner(BatchSpawnerBase):
             "memory_mb": request.memory_mb,
             "gpus": request.gpus,
             "env": self.job_environment(request),
+            **getattr(self, "_attribution", {}),
         }
         return json.dumps(body, sort_keys=True)
 
     # -- batchspawner's job interface, over the gate -----------------------
+    # -- limits the hub enforces (hpcgw_hub.limits) ---------------------------
+    _starting: weakref.WeakSet = weakref.WeakSet()  # spawners past the check, no job saved yet
+
+    def _has_job(self, orm_spawner) -> bool:
+        return orm_spawner.server is not None or bool((orm_spawner.state or {}).get("job_id"))
+
+    def _running_servers(self, orm_users) -> int:
+        """Servers of these users with a job on the cluster (or past the limit
+        check and about to submit one), this spawner's not counted."""
+        names = {orm_user.name for orm_user in orm_users}
+        count = sum(
+            1 for orm_user in orm_users for orm_spawner in orm_user._orm_spawners
+            if orm_spawner is not self.orm_spawner and self._has_job(orm_spawner)
+        )
+        count += sum(
+            1 for other in list(self._starting)
+            if other is not self and other.user.name in names and other.pending == "spawn"
+            and not self._has_job(other.orm_spawner)
+        )
+        return count
+
+    async def enforce_limits(self) -> None:
+        """Refuse the spawn (LimitReached, 403 in words) when a limit is reached; no job then."""
+        limits = self.limits
+        if not limits:
+            return
+        period = limits.get("period", "month")
+        since, until = hub_limits.period_bounds(period, datetime.datetime.now(datetime.timezone.utc))
+        orm_user = self.user.orm_user
+        groups = {group.name: list(group.users) for group in orm_user.groups
+                  if group.name in (limits.get("per_group") or {})}
+        budgets = [limits.get("per_user") or {}] + [limits["per_group"][name] for name in groups]
+        usage: dict[str, tuple[float, float]] = {}
+        if any("core_hours" in limit or "gpu_hours" in limit for limit in budgets):
+            from .usage import aggregate  # noqa: PLC0415 (usage imports the spawner's user_id)
+
+            try:
+                jobs, age = await hub_limits.CACHE.jobs(self.gate, since, until, limits.get("cache_seconds", 60))
+            except RuntimeError as error:
+                self.log.error("Usage of %s unknown, spawn refused: %s", self.user.name, error)
+                raise web.HTTPError(503, "The cluster's accounting did not answer, so your budget cannot be "
+                                    "checked; please try again in a minute.") from None
+            members = {orm_user} | {member for users in groups.values() for member in users}
+            names = {user_id(member.name): member.name for member in members}
+            by_user, by_group = aggregate(jobs, names, {name: [g for g, users in groups.items()
+                                                               if any(u.name == name for u in users)]
+                                                        for name in names.values()}, extra_seconds=age)
+            usage = {f"user:{name}": (t.core_hours, t.gpu_hours) for name, t in by_user.items()}
+            usage.update({f"group:{name}": (t.core_hours, t.gpu_hours) for name, t in by_group.items()})
+        # From here to the registration below nothing awaits: two spawns
+        # cannot both pass the last free server.
+        servers = {f"user:{self.user.name}": self._running_servers([orm_user])}
+        servers.update({f"group:{name}": self._running_servers(users) for name, users in groups.items()})
+        try:
+            hub_limits.check_spawn(limits, self.user.name, sorted(groups), servers, usage, until, period)
+        except hub_limits.LimitReached as reached:
+            self.log.warning("Spawn of %s refused: %s", self.user.name, reached.log_message % reached.args)
+            raise
+        self._starting.add(self)
+
     async def submit_batch_script(self):
         result = await self.gate.submit(self.submit_request(self.job_request()))
         job_id = result.stdout.strip().split(";")[0] if result.ok else ""
@@ -510,6 +616,8 @@ class GatewaySpawner(BatchSpawnerBase):
         request = self.job_request()  # before anything is submitted
         limit = self.pending_limit(self.profile_of(request.profile))
         startup = self.startup_timeout
+        await self.enforce_limits()
+        self._attribution = await self.attribution()
         self.port = 0
         self.port_secret = secrets.token_urlsafe(32)  # fresh for every start
         self._port_reported = asyncio.get_running_loop().create_future()

@@ -140,7 +140,7 @@ def test_submit_builds_the_job_from_the_checked_request(slurm, tmp_path):
     root = str(slurm.root.resolve())
     assert call["argv"] == [
         "sbatch", "--parsable", f"--job-name={OURS}", "--partition=compute", "--time=60", "--cpus-per-task=1",
-        "--mem=1024M", f"--output={root}/logs/{UID}/%j.log", f"--chdir={root}",
+        "--mem=1024M", f"--output={root}/logs/{UID}/%j.log", f"--chdir={root}", "--comment=user=- globus=-",
     ]
     script = call["stdin"]
     lines = script.splitlines()
