@@ -154,6 +154,12 @@ class Gate:
             raise ValueError(f"not a job name prefix: {prefix!r}")
         return await self.call("list", prefix)
 
+    async def usage(self, since: str, until: str) -> GateResult:
+        """sacct of this hub's jobs from day `since` to day `until` (YYYY-MM-DD; hpcgw_hub.usage)."""
+        if not (DAY.fullmatch(since) and DAY.fullmatch(until)):
+            raise ValueError(f"not a period of YYYY-MM-DD days: {since!r} {until!r}")
+        return await self.call("usage", since, until)
+
 
 @dataclass(frozen=True)
 class ListedJob:
@@ -177,8 +183,3 @@ def parse_listing(text: str) -> dict[str, ListedJob]:
             continue
         jobs[fields[0]] = ListedJob(*fields)
     return jobs
-    async def usage(self, since: str, until: str) -> GateResult:
-        """sacct of this hub's jobs from day `since` to day `until` (YYYY-MM-DD; hpcgw_hub.usage)."""
-        if not (DAY.fullmatch(since) and DAY.fullmatch(until)):
-            raise ValueError(f"not a period of YYYY-MM-DD days: {since!r} {until!r}")
-        return await self.call("usage", since, until)

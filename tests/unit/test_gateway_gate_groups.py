@@ -28,7 +28,7 @@ def test_the_profiles_slurm_words_become_sbatch_options(slurm):
     root = str(slurm.root.resolve())
     assert argv == [
         "sbatch", "--parsable", f"--job-name={OURS}", "--partition=gpu", "--time=60", "--cpus-per-task=1",
-        "--mem=2048M", f"--output={root}/logs/{UID}/%j.log", f"--chdir={root}",
+        "--mem=2048M", f"--output={root}/logs/{UID}/%j.log", f"--chdir={root}", "--comment=user=- globus=-",
         "--account=proj1", "--qos=gpu-high", "--reservation=course_2026", "--constraint=[rack1|rack2]&a100",
         "--gres=gpu:a100:2",
     ]
