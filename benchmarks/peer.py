@@ -53,6 +53,7 @@ import shlex
 from batchspawner import SlurmSpawner
 from batchspawner.api import BatchSpawnerAPIHandler
 from jupyterhub import apihandlers
+from traitlets import default
 
 c = get_config()  # noqa: F821
 SETTINGS = json.loads({settings!r})
@@ -62,6 +63,10 @@ apihandlers.default_handlers.append((r"/api/batchspawner", BatchSpawnerAPIHandle
 class PeerSlurmSpawner(SlurmSpawner):
     """Upstream's SlurmSpawner, with what a site of non-Unix hub users on
     this cluster must change (see benchmarks/peer.py)."""
+
+    @default("req_homedir")  # not a configurable trait upstream (getpwnam of the hub user)
+    def _req_homedir_default(self):
+        return SETTINGS["home"]
 
     def user_env(self, env):
         env["USER"] = "gateway"
@@ -78,11 +83,12 @@ class PeerSlurmSpawner(SlurmSpawner):
 
 c.JupyterHub.spawner_class = PeerSlurmSpawner
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:{port}"
-c.JupyterHub.hub_connect_url = "http://{hub}:{port}"
-s = c.PeerSlurmSpawner
+# The proxy (its unit may reach only loopback) keeps the hub on 127.0.0.1; the notebooks get its address.
+c.JupyterHub.hub_connect_url = "http://127.0.0.1:{port}"
+s = c.SlurmSpawner  # the subclass reads its parent's section
+s.hub_connect_url = "http://{hub}:{port}"
 s.exec_prefix = SETTINGS["exec_prefix"]
 s.batch_query_cmd = "squeue -h -j {{job_id}} -o \"'%T %B'\""
-s.req_homedir = SETTINGS["home"]
 s.req_partition = SETTINGS["partition"]
 s.req_runtime = "1:00:00"
 s.req_nprocs = "1"
@@ -125,14 +131,18 @@ def options(profile: str) -> dict:
 
 
 def _restart_hub(hub: str, user) -> None:
+    """Restart, then wait until the admin's own model answers as JSON (the
+    proxy may answer for a hub that is not up yet)."""
     _docker(hub, "systemctl", "restart", "jupyterhub")
+    time.sleep(2)
     for _ in range(240):
         try:
-            if user.api("GET", "/").status_code == 200:
+            reply = user.api("GET", f"/users/{user.name}")
+            if reply.status_code == 200 and reply.json().get("name") == user.name:
                 return
-        except OSError:
+        except (OSError, ValueError):
             pass
-        time.sleep(0.25)
+        time.sleep(0.5)
     raise SystemExit("the hub did not come back")
 
 
