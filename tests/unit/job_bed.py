@@ -48,6 +48,14 @@ if proxies:
 if mode == "fail":
     sys.stderr.write("tunnelbot@hub.gateway.test: Permission denied (publickey).\\n")
     sys.exit(255)
+if mode.startswith("flaky "):
+    # "flaky <N|always> <exit status> <what ssh says>": fails the first N attempts (each one logged with its time).
+    _, failures, status, said = mode.split(" ", 3)
+    with open(os.path.join(here, "ssh-attempts"), "a") as out:
+        out.write("%f\\n" % time.monotonic())
+    if failures == "always" or len(open(os.path.join(here, "ssh-attempts")).read().split()) <= int(failures):
+        sys.stderr.write(said + "\\n")
+        sys.exit(int(status))
 if mode == "silent":
     time.sleep(60)
     sys.exit(0)
@@ -335,8 +343,9 @@ def direct_argv(bed, argv: list[str]) -> list[str]:
     return [
         "-N", "-T",
         "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={bed.config['known_hosts']}", "-o", "IdentitiesOnly=yes",
-        "-i", bed.config["tunnel_key"], "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
+        "-o", f"UserKnownHostsFile={bed.config['known_hosts']}", "-o", "ConnectTimeout=20",
+        "-o", "IdentitiesOnly=yes", "-i", bed.config["tunnel_key"],
+        "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
         "-R", f"127.0.0.1:0:{notebook_socket}",
         "-L", f"127.0.0.1:{api_port}:127.0.0.1:{bed.config['hub_api_port']}",
         "-p", "2222", "tunnelbot@hub.gateway.test",
