@@ -231,6 +231,8 @@ def pytest_configure(config):
                    "(the verify after molecule's side_effect runs only these and the root_mode_only tests)")
     config.addinivalue_line("markers", "restarts_hub: restarts the hub (hub_steady): first in its xdist group")
     config.addinivalue_line("markers", "converges_site: runs site.yml on the whole site (hub_steady): last in its group")
+    config.addinivalue_line("markers", "queue_wait_begins: starts a long queue wait: after the restarts of its group")
+    config.addinivalue_line("markers", "queue_wait_ends: checks that long wait: at the end of its group")
     # The verify after the side effect: the site is in the root mode now, and
     # every test that runs a playbook or asks the inventory uses its copy.
     inventory = root_pass_inventory()
@@ -248,8 +250,12 @@ def pytest_collection_modifyitems(config, items):
     # the hub_steady lock; in collection order the hub's worker waited about
     # 4 minutes for the converges (test_hub_restart_keeps_the_proxy_and_its_routes:
     # 246 s, of which 20 s its own).
+    # test_queue.py's long queue wait begins after the restarts (a restart
+    # would end it) and is checked last, so that it overlaps the group's tests.
     items.sort(key=lambda item: 0 if item.get_closest_marker("restarts_hub")
-               else 2 if item.get_closest_marker("converges_site") else 1)
+               else 1 if item.get_closest_marker("queue_wait_begins")
+               else 4 if item.get_closest_marker("converges_site")
+               else 3 if item.get_closest_marker("queue_wait_ends") else 2)
     if root_pass_inventory() is None:
         return
     keep = [item for item in items
