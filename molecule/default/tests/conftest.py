@@ -292,11 +292,9 @@ def hub_jobs(cluster_host, prefix: str = "hpcgw-hub-") -> set[str]:
 
 
 @contextlib.contextmanager
-def hub_steady():
-    """A lock across xdist workers: held by a test while it restarts the hub,
-    and by test_site_converge while its second converge and check run (a
-    restart meanwhile makes the hub's start task report a change)."""
-    lock = REPO / ".testbed" / "hub-steady.lock"
+def worker_lock(name: str):
+    """A lock across xdist workers (and beds of one checkout): .testbed/<name>.lock."""
+    lock = REPO / ".testbed" / f"{name}.lock"
     lock.parent.mkdir(exist_ok=True)
     with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -304,4 +302,11 @@ def hub_steady():
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def hub_steady():
+    """Held by a test while it restarts the hub, and by test_site_converge
+    while its second converge and check run (a restart meanwhile makes the
+    hub's start task report a change)."""
+    return worker_lock("hub-steady")
 

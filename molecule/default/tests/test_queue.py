@@ -16,14 +16,13 @@ holds nothing once the blocker ends).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 import time
 from urllib.parse import quote
 
 import pytest
-from conftest import REPO, slurm_jobs
+from conftest import slurm_jobs, worker_lock
 from test_spawn_form_browser import chromium_page  # noqa: F401  (a fixture)
 
 from hpcgw_hub.spawner import user_id
@@ -35,24 +34,12 @@ PARTITION = "busy"
 BLOCKER = "queue-blocker"
 
 
-@contextlib.contextmanager
-def _locked(name: str):
-    lock = REPO / ".testbed" / f"{name}.lock"
-    lock.parent.mkdir(exist_ok=True)
-    with open(lock, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def busy_partition(cluster_host):
     """The partition `busy` on compute2, its one CPU held by a blocker job
     (40 minutes, longer than the tests here). Two xdist workers use it: made
     once, under a lock."""
-    with _locked("queue-busy"):
+    with worker_lock("queue-busy"):
         if cluster_host.run("scontrol show partition %s", PARTITION).rc != 0:
             cluster_host.check_output(
                 "scontrol create PartitionName=%s Nodes=compute2 MaxCPUsPerNode=1 MaxTime=60 State=UP",
