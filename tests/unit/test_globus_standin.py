@@ -265,7 +265,8 @@ def test_groups_my_groups(standin_sdk_env):
 
     groups = list(groups_client(alice.by_resource_server[GROUPS_RS]["access_token"])
                   .get_my_groups())
-    assert {g["id"] for g in groups} == set(standin.groups.values())
+    # alice is in gateway-admins and gateway-users (identities.json), not in gateway-members.
+    assert {g["id"] for g in groups} == {standin.groups["gateway-admins"], standin.groups["gateway-users"]}
     membership = groups[0]["my_memberships"][0]
     assert membership["identity_id"] == standin.users["alice@uchicago.edu"]["sub"]
     assert membership["status"] == "active" and membership["role"] == "member"
