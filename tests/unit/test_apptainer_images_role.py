@@ -5,27 +5,22 @@ fake `apptainer`/`singularity` programs that print a version), and the
 templates rendered the way the role renders them (notebook.def.j2 with the
 hub's jupyterhub_version, images.json.j2).
 
-One playbook, one play, one inventory host per case (its variables are the
-host's): each case records the message it failed with (or "passed"), so one
-ansible-playbook run checks them all, and the role is loaded once (a play
-per case took four times the CPU).
+All cases in one ansible-playbook run (tests/unit/role_cases.py): each
+records the message it failed with, or "passed" and what the role renders.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from role_cases import ANSIBLE_PLAYBOOK, run_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "apptainer_images"
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 HUB_VERSION = "5.4.1"  # the hub's jupyterhub_version in the test inventory (not the role's default)
 SHA = "sha256:" + "ab" * 32
 DOCKER = "docker://registry.test:5000/hpcgw/busybox@" + SHA
@@ -171,43 +166,6 @@ FAKES = {
 }
 
 
-def playbook(out: Path) -> list:
-    """Each case's host records its outcome in facts (no module runs: a file
-    written per case took a module run each); one task on the controller
-    then writes them all to out/all.json."""
-    return [{
-        "name": "Every case",
-        "hosts": "cases",
-        "gather_facts": False,
-        "tasks": [{
-            "name": "Case",
-            "block": [
-                {"name": "Validate", "ansible.builtin.include_role": {
-                    "name": str(ROLE), "tasks_from": "validate", "public": True}},
-                {"name": "Render the templates the role renders", "ansible.builtin.set_fact": {"case": {
-                    "def": "{{ lookup('ansible.builtin.template', '%s', template_vars=__item) }}"
-                           % (ROLE / "templates" / "notebook.def.j2"),
-                    "images.json": "{{ lookup('ansible.builtin.template', '%s') }}" % (ROLE / "templates" / "images.json.j2"),
-                    "published": "{{ apptainer_images_published | to_json }}",
-                    "result": "passed"}},
-                 "vars": {"__item": {"__apptainer_images_item": {"name": "notebook"}}}},
-            ],
-            "rescue": [{"name": "Record the failure", "ansible.builtin.set_fact": {"case": {"result":
-                # A loop's failure: the failed items' messages.
-                "{{ ansible_failed_result.results | default([]) | selectattr('failed', 'defined')"
-                " | selectattr('failed') | map(attribute='msg') | join(' // ')"
-                " or ansible_failed_result.msg | default(ansible_failed_result) }}"}}}],
-        }],
-    }, {
-        "name": "Write every case's outcome",
-        "hosts": "localhost",
-        "gather_facts": False,
-        "tasks": [{"name": "Write them", "ansible.builtin.copy": {
-            "content": "{{ dict(groups['cases'] | zip(groups['cases'] | map('extract', hostvars, 'case'))) | to_json }}",
-            "dest": f"{out}/all.json", "mode": "0600"}}],
-    }]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     if not ANSIBLE_PLAYBOOK.exists() or not shutil.which("python3", path="/usr/bin"):
@@ -219,34 +177,20 @@ def results(tmp_path_factory):
         program.parent.mkdir(parents=True, exist_ok=True)
         program.write_text(f"#!/bin/sh\n{body}\n")
         program.chmod(0o755)
+    templates = ROLE / "templates"
+    outcomes = run_cases(
+        here, str(ROLE), {name: variables for name, (variables, _) in CASES.items()}, group="cluster",
+        inventory={"hub": {"hosts": {"hubvm": {"jupyterhub_version": HUB_VERSION}}},
+                   "cluster": {"vars": {"fakes": str(fakes), "gateway_root": "/srv/hpcgw"}}},
+        # What the role renders from these settings, the way it renders it.
+        record={"def": "{{ lookup('ansible.builtin.template', '%s', template_vars={'__apptainer_images_item': {'name': 'notebook'}}) }}" % (templates / "notebook.def.j2"),
+                "images.json": "{{ lookup('ansible.builtin.template', '%s') }}" % (templates / "images.json.j2"),
+                "published": "{{ apptainer_images_published | to_json }}"},
+        # apptainer (1.4.5) is on PATH for `auto`; singularity is not.
+        env={"PATH": f"{fakes / 'ok'}:{Path(sys.executable).parent}:/usr/bin:/bin"})
     out = here / "out"
     out.mkdir()
-    inventory = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-                         "children": {
-                             "hub": {"hosts": {"hubvm": {"jupyterhub_version": HUB_VERSION}}},
-                             "ungrouped": {"hosts": {"localhost": {}}},
-                             "cluster": {"vars": {"fakes": str(fakes), "gateway_root": "/srv/hpcgw"},
-                                         "children": {"cases": {"hosts": {
-                                             name: variables for name, (variables, _) in CASES.items()}}}}}}}
-    # Eight cases at a time: the tasks are local and small.
-    (here / "ansible.cfg").write_text("[defaults]\nstdout_callback = default\nforks = 8\n")
-    (here / "inventory.yml").write_text(yaml.safe_dump(inventory))
-    (here / "site.yml").write_text(yaml.safe_dump(playbook(out)))
-    env = {
-        # apptainer (1.4.5) is on PATH for `auto`; singularity is not.
-        "PATH": f"{fakes / 'ok'}:{Path(sys.executable).parent}:/usr/bin:/bin",
-        "HOME": str(here), "LANG": "C.UTF-8",
-        "ANSIBLE_LOCAL_TEMP": str(here / "tmp"), "ANSIBLE_REMOTE_TEMP": str(here / "tmp"),
-        "ANSIBLE_CONFIG": str(here / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        # The role's checks call the collection's plugins (hpcgateway.jupyterhub.image_name).
-        "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections")),
-    }
-    run = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(here / "inventory.yml"), str(here / "site.yml")],
-        env=env, cwd=here, capture_output=True, text=True, timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
-    for case, outcome in json.loads((out / "all.json").read_text()).items():
+    for case, outcome in outcomes.items():
         for kind, text in outcome.items():
             (out / f"{case}.{kind}").write_text(text)
     return out

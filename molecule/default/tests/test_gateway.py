@@ -116,6 +116,8 @@ def test_the_wrapper_settings(host):
         "tunnel_user": "tunnelbot", "tunnel_key": TUNNEL_KEY,
         "known_hosts": f"{ROOT}/etc/hub_known_hosts", "users_dir": f"{ROOT}/users",
         "start_timeout": 120, "job_name_prefix": "hpcgw-hub",
+        # The per-user log folders and storage cap (test_logs.py), the Slurm field naming each job's person (test_acct.py).
+        "logs_dir": f"{ROOT}/logs", "user_storage_cap_mb": 10240, "attribution_field": "comment",
         # compute2's tunnels hop through the login node (gateway_tunnel_via_login).
         "via_login": {"nodes": ["compute2"], "host": "login.cluster.test", "port": 22, "user": "gateway",
                       "known_hosts": f"{ROOT}/etc/login_known_hosts"},

@@ -50,7 +50,8 @@ def members_feature(cluster_host):
 
 def test_a_group_profile_is_invisible_and_refused_to_others(hub_user, cluster_host):
     olivia = hub_user("olivia@uchicago.edu")
-    assert profiles_on_the_form(olivia) == ["compute", "short", "private"]
+    # Every profile but members (the queue ones are test_queue.py's, open to all).
+    assert profiles_on_the_form(olivia) == ["compute", "short", "private", "queue-short", "queue-long"]
     reply = olivia.api("POST", "/users/olivia/server", json={"profile": "members"})
     assert reply.status_code == 400, reply.text
     assert "profile 'members' is not open to you" in reply.json()["message"]
@@ -62,7 +63,7 @@ def test_a_member_gets_the_profile_and_its_slurm_settings(hub_user, cluster_host
     ivan = hub_user("ivan@uchicago.edu")
     # Hub group "members" came from the Globus group at login.
     assert "members" in ivan.api("GET", "/users/ivan").json()["groups"]
-    assert profiles_on_the_form(ivan) == ["compute", "short", "private", "members"]
+    assert profiles_on_the_form(ivan) == ["compute", "short", "private", "members", "queue-short", "queue-long"]
     reply = ivan.start(options={"profile": "members"})
     assert reply.status_code in (201, 202), reply.text
     try:

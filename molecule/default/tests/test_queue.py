@@ -27,7 +27,8 @@ from test_spawn_form_browser import chromium_page  # noqa: F401  (a fixture)
 
 from hpcgw_hub.spawner import user_id
 
-pytestmark = pytest.mark.xdist_group("queue")
+# Each test names its xdist group (two group marks would make a third group).
+QUEUE = pytest.mark.xdist_group("queue")
 
 PREFIX = "hpcgw-hub"
 PARTITION = "busy"
@@ -42,7 +43,12 @@ def busy_partition(cluster_host):
     with worker_lock("queue-busy"):
         if cluster_host.run("scontrol show partition %s", PARTITION).rc != 0:
             cluster_host.check_output(
-                "scontrol create PartitionName=%s Nodes=compute2 MaxCPUsPerNode=1 MaxTime=60 State=UP",
+                # OverSubscribe FORCE as compute2's other partition (private) has: with NO
+                # here, the blocker held the whole node from private's jobs;
+                # FORCE:1 still gives each CPU to one job. PriorityTier 0: a
+                # job waiting here never holds back another partition's job.
+                "scontrol create PartitionName=%s Nodes=compute2 MaxCPUsPerNode=1 MaxTime=60 State=UP "
+                "OverSubscribe=FORCE:1 PriorityTier=0",
                 PARTITION)
         # A blocker with at least 25 minutes left (the long wait spans the hub
         # group's tests, about 10 minutes):
@@ -105,7 +111,8 @@ def progress_events(user, timeout: float):
     """The spawn's progress events (the pending page's event stream), as they come."""
     reply = user.browser.get(
         f"{user.hub}/hub/api/users/{quote(user.name, safe='')}/server/progress",
-        headers=user._xsrf(), stream=True, timeout=timeout)
+        # A read timeout too: a stream that goes quiet ends the test, never hangs it.
+        headers=user._xsrf(), stream=True, timeout=(10, 30))
     assert reply.status_code == 200, reply.text
     deadline = time.monotonic() + timeout
     with contextlib.closing(reply):
@@ -116,6 +123,7 @@ def progress_events(user, timeout: float):
                 return
 
 
+@QUEUE
 def test_the_pending_page_shows_the_queue_and_its_button_cancels_the_job(
         busy_partition, chromium_page, testbed, cluster_host, hub_user):
     identity = "bench1@uchicago.edu"
@@ -152,6 +160,7 @@ def test_the_pending_page_shows_the_queue_and_its_button_cancels_the_job(
             hub_user(identity).stop()
 
 
+@QUEUE
 def test_past_its_profiles_limit_a_queued_spawn_is_cancelled_in_words(busy_partition, cluster_host, hub_user):
     bench2 = hub_user("bench2@uchicago.edu")
     started = time.monotonic()
