@@ -364,11 +364,12 @@ def test_hpcgw_usage_reads_the_hubs_config_and_database(tmp_path, monkeypatch, c
     ({"per_group": ["physics"]}, False),
 ])
 def test_the_role_names_wrong_spawner_limits(tmp_path, limits, good):
-    from test_role_spawner_validate import GOOD, run_validate
+    from role_cases import run_cases, words
+    from test_role_spawner_validate import GOOD
 
-    result = run_validate(tmp_path, {**GOOD, "spawner_limits": limits})
+    result = words(run_cases(tmp_path, "spawner", {"case": {**GOOD, "spawner_limits": limits}},
+                             inventory={"cluster": {"hosts": {"login": {}}}})["case"]["result"])
     if good:
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert result == "passed"
     else:
-        assert result.returncode != 0
-        assert "spawner_limits" in result.stdout, result.stdout
+        assert "spawner_limits" in result, result
