@@ -629,8 +629,8 @@ class GatewaySpawner(BatchSpawnerBase):
         self.log.info("Job %s (%s) for %s submitted: %s", self.job_id, self.job_name, self.user.name, request)
         submitted = self._clock()
         running_since = None
+        interval = self.startup_poll_interval  # then as the last check found the job
         while not self._port_reported.done():
-            interval = self.pending_poll_interval if self.state_ispending() else self.startup_poll_interval
             status = await self.query_job_status(max_age=interval)
             if status == JobStatus.NOTFOUND or self.state_isending():
                 log = f"{self.gateway_root}/logs/{self.user_id}/{self.job_id}.log"
